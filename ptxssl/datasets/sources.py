@@ -1,0 +1,42 @@
+"""Registry of dataset indexes: one name per source folder layout.
+
+The CLI takes its `--kind` choices from SOURCES; adding a source is one module plus one line.
+"""
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+from ptxssl.datasets.chestxray14 import index_chestxray14
+from ptxssl.datasets.chexpert import index_chexpert
+from ptxssl.datasets.folder import index_folder
+from ptxssl.datasets.indexing import require_dir
+from ptxssl.datasets.records import Index
+from ptxssl.datasets.siim import index_siim
+from ptxssl.errors import UserError
+
+SOURCES: dict[str, Callable[..., Index]] = {
+    "siim": index_siim,
+    "chestxray14": index_chestxray14,
+    "chexpert": index_chexpert,
+    "folder": index_folder,
+}
+
+
+def get_index(kind: str, root: Path, **options) -> Index:
+    """Index `root` as a `kind` source; options go to that source's index function.
+
+    Raises UserError for an unknown kind, a root that is not a folder, or an option the
+    source does not take (each message lists the valid choices).
+    """
+    if kind not in SOURCES:
+        raise UserError(f"unknown dataset kind {kind!r}; choose one of {', '.join(SOURCES)}")
+    root = require_dir(root, f"{kind} dataset folder")
+    fn = SOURCES[kind]
+    accepted = [p for p in inspect.signature(fn).parameters if p != "root"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"option(s) {unknown} do not apply to kind {kind!r}; "
+                        f"it takes {accepted or 'no options'}")
+    return fn(root, **options)
