@@ -1,0 +1,135 @@
+"""Training engine for pretraining: a thin LightningModule around a `Method`.
+
+PyTorch Lightning gives the one code path for CPU, one GPU, several GPUs and nodes (DDP),
+mixed precision, gradient accumulation, progress bars, CSV/TensorBoard logs and checkpoints;
+this module only wires a method into it and adds what Lightning does not know: a stop on a
+non-finite loss, the linear probe, and the encoder export.
+
+Run folder:
+    config.yaml                  the fully resolved config (`--config` repeats the run)
+    metrics.csv, tensorboard/    losses per step, probe_auroc per epoch
+    checkpoints/last.ckpt        every --checkpoint-every steps and each epoch end (atomic)
+    figures/*.png                method pictures (reconstructions, samples)
+    encoder.safetensors + .json  the exported encoder
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import ModelCheckpoint
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
+from pytorch_lightning.utilities import rank_zero_only
+
+from ptxssl.errors import UserError
+from ptxssl.pretrain.config import TrainConfig, save_yaml
+from ptxssl.pretrain.methods.base import Method
+
+CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+
+class NonFiniteLossError(UserError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class MethodModule(pl.LightningModule):
+    """Lightning's view of a method: one `step` per batch, its optimizer, its momentum hook."""
+
+    def __init__(self, method: Method, config: dict, run_dir: Path) -> None:
+        super().__init__()
+        self.method, self.config, self.run_dir = method, config, run_dir
+        self.save_hyperparameters(config)  # plain values only: checkpoints load with weights_only
+
+    def adapt(self, x: torch.Tensor) -> torch.Tensor:
+        """Cache images -> the method's input: resized to its size, grey copied to RGB if 3-channel."""
+        size = self.method.image_size
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        return x.expand(-1, self.method.in_channels, -1, -1) if x.shape[1] != self.method.in_channels else x
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.method.embed(self.adapt(x))
+
+    def _generator(self) -> torch.Generator:
+        """Augmentation randomness from (seed, step, rank): identical after a resume."""
+        seed = (self.config["seed"] * 1_000_003 + self.global_step) * 97 + self.global_rank
+        return torch.Generator().manual_seed(seed)
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        losses = self.method.step({**batch, "image": self.adapt(batch["image"]), "generator": self._generator()})
+        loss = losses["loss"]
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at step {self.global_step}; the last good checkpoint is "
+                f"{self.run_dir / CHECKPOINT} (lower --lr or use --precision 32-true, then --resume)")
+        self.log_dict({k: v.detach() for k, v in losses.items()}, prog_bar=True, on_step=True, on_epoch=True)
+        return loss
+
+    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        total = self.trainer.estimated_stepping_batches
+        self.method.after_step(min(1.0, self.global_step / max(total, 1)))
+
+    def configure_optimizers(self):
+        optimizer, scheduler = self.method.configure_optimizer()
+        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+
+def parse_devices(devices: str) -> int | str | list[int]:
+    """'2' -> 2, '0,1' -> [0, 1], 'auto' -> 'auto' (Lightning's forms)."""
+    if devices == "auto":
+        return devices
+    try:
+        return [int(d) for d in devices.split(",") if d] if "," in devices else int(devices)
+    except ValueError:
+        raise UserError(f"--devices must be a count, a list like 0,1, or auto (got {devices!r})") from None
+
+
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
+    """Refuse to overwrite a run silently; return the checkpoint to resume from, if any."""
+    ckpt = out / CHECKPOINT
+    if rank_zero_only.rank != 0:  # a DDP worker started by rank 0, which checked already
+        return ckpt if resume else None
+    if resume:
+        if not ckpt.is_file():
+            raise UserError(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
+        return ckpt
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite "
+                            "to start again")
+        ckpt.unlink(missing_ok=True)
+    return None
+
+
+def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], progress: bool) -> pl.Trainer:
+    """The Lightning Trainer from the common options (devices, precision, DDP, checkpoints)."""
+    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+                                 every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=True)
+    loggers = [CSVLogger(run_dir, name="", version="")]
+    try:
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    except ModuleNotFoundError:  # tensorboard is optional at run time
+        pass
+    return pl.Trainer(accelerator=cfg.accelerator, devices=parse_devices(cfg.devices),
+                      strategy=cfg.strategy, num_nodes=cfg.num_nodes, precision=cfg.precision,
+                      max_epochs=cfg.epochs, max_steps=cfg.max_steps, accumulate_grad_batches=cfg.accumulate,
+                      callbacks=[checkpoint, *callbacks], logger=loggers, default_root_dir=run_dir,
+                      enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
+                      log_every_n_steps=1, num_sanity_val_steps=0)
+
+
+def fit(module: MethodModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Path | None,
+        callbacks: list[pl.Callback], progress: bool = True) -> pl.Trainer:
+    """Save the config, then train (resuming from `ckpt`) with checkpoints loaded weights-only."""
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_yaml(run_dir / "config.yaml", module.config)
+    trainer = make_trainer(cfg, run_dir, callbacks, progress)
+    t0 = time.perf_counter()
+    trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)
+    trainer.fit_seconds = time.perf_counter() - t0
+    return trainer
+

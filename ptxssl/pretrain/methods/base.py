@@ -1,0 +1,76 @@
+"""What every pretraining method is: an encoder, the heads its loss needs, one step.
+
+A method is a small `nn.Module` (lightly's examples are the model): `step(batch)` returns
+named loss terms with the total under "loss", and `embed(x)` gives the (N, 512) features the
+analysis stage and the probe use. The engine (Lightning) owns devices, precision, DDP,
+checkpoints and logging; a method never moves tensors between devices itself.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import Dataset
+
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.pretrain.config import opt
+from ptxssl.pretrain.encoder import build_encoder, pooled
+
+
+@dataclass
+class MethodConfig:
+    """Options every method has; a method's own config subclasses this with its defaults."""
+
+    lr: float = opt(1e-3, "Learning rate.")
+    weight_decay: float = opt(1e-5, "Weight decay.")
+
+
+class Method(nn.Module):
+    """Base class: subclasses set `name`, `config_class`, `inputs` and implement `step`.
+
+    `inputs` says what the data pipeline feeds `step`:
+        "image"  -> batch["image"] (N, C, S, S) in [0, 1]
+        "views"  -> batch["views"] = (view1, view2), two augmented copies of each image
+        "labels" -> batch["image"] and batch["target"] ((N, K) float, NaN = unknown, or (N,) long)
+    """
+
+    name: ClassVar[str]
+    config_class: ClassVar[type[MethodConfig]] = MethodConfig
+    inputs: ClassVar[str] = "image"
+
+    def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64,
+                 num_classes: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
+        self.encoder = build_encoder(in_channels)
+
+    @classmethod
+    def make_dataset(cls, cfg: MethodConfig, train: CacheDataset) -> tuple[Dataset, int, np.ndarray | None]:
+        """The training dataset, the number of classes for the head (0: none), and per-item
+        sampling weights (None: uniform). Label-based methods override this."""
+        return train, 0, None
+
+    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        """One training step's loss terms; "loss" is the one that is minimised."""
+        raise NotImplementedError
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) in [0, 1] -> (N, 512) global-average-pooled encoder features."""
+        return pooled(self.encoder, x)
+
+    def after_step(self, progress: float) -> None:
+        """Called after each optimizer step with training progress in [0, 1] (momentum updates)."""
+
+    def configure_optimizer(self) -> tuple[torch.optim.Optimizer, dict | None]:
+        """AdamW on every trainable parameter; methods from the literature override this."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.optim.AdamW(params, lr=self.cfg.lr, weight_decay=self.cfg.weight_decay), None
+
+    @torch.no_grad()
+    def write_figures(self, batch: dict, out_dir) -> list:
+        """Write method-specific pictures (e.g. reconstructions) for a fixed batch; return paths."""
+        return []

@@ -1,0 +1,70 @@
+"""SimCLR: two augmented views of each image, pulled together against all other views.
+
+Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations",
+https://arxiv.org/abs/2002.05709. Encoder -> pooled 512-d feature -> MLP projection head ->
+NT-Xent (InfoNCE over the 2N views of the batch: one positive and 2N - 2 negatives each).
+
+Defaults, scaled for small runs:
+    temperature 0.5: best in the paper's CIFAR-10 runs (App. B.9), the setting nearest to
+        ours (small images, small batches), and lightly's default; 0.1 was its ImageNet
+        choice with batches of 4096.
+    proj_dim 128, hidden_dim 512: the paper's 128-d output; the hidden layer as wide as the
+        encoder output (2048 for ResNet-50 there, 512 for ResNet-34 here).
+    AdamW, lr 1e-3: LARS exists to keep very large batches (4096+) stable; at 32-256 images
+        per batch plain AdamW trains as well and needs no warm-up schedule.
+
+Distributed: `NTXentLoss(gather_distributed=True)` gathers the projections of every process,
+so each view is contrasted with the whole global batch (the step output "negatives" reports
+2 x global batch - 2). BatchNorm should then be SyncBatchNorm, the paper's "global BN"
+(Sec. 2.2), which stops a process exploiting the statistics of its local batch.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from lightly.loss import NTXentLoss
+from lightly.models.modules import SimCLRProjectionHead
+from lightly.utils import dist
+
+from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
+from ptxssl.pretrain.config import opt
+from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
+from ptxssl.pretrain.methods.base import Method, MethodConfig
+
+
+@dataclass
+class SimCLRConfig(MethodConfig):
+    temperature: float = opt(0.5, "Softmax temperature of the contrastive (InfoNCE) loss (SimCLR/MoCo).")
+    proj_dim: int = opt(128, "Output size of the projection head (SimCLR/MoCo/BYOL).")
+    hidden_dim: int = opt(512, "Hidden size of the projection head and of BYOL's prediction head "
+                               "(SimCLR/MoCo/BYOL).")
+    hflip: float = opt(0.0, "Horizontal-flip probability per augmented view; 0 because a flip puts the "
+                            "heart on the wrong side (SimCLR/MoCo/BYOL).")
+
+
+class SimCLR(Method):
+    name = "simclr"
+    config_class = SimCLRConfig
+    inputs = "image"  # the two views are made here, from batch["generator"]
+
+    def __init__(self, cfg: SimCLRConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes)
+        self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
+        self.head = SimCLRProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
+        self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(pooled(self.encoder, x))  # (N, proj_dim)
+
+    def step(self, batch: dict) -> dict[str, torch.Tensor]:
+        x, g = batch["image"], batch["generator"]
+        z0, z1 = self.project(self.augment(x, g)), self.project(self.augment(x, g))
+        loss = self.criterion(z0, z1)
+        negatives = 2 * x.shape[0] * dist.world_size() - 2  # per positive, over the global batch
+        return {"loss": loss, "negatives": torch.tensor(float(negatives), device=loss.device)}
+
+    @torch.no_grad()
+    def write_figures(self, batch: dict, out_dir: Path) -> list[Path]:
+        return [views_figure(self.augment, batch["image"], out_dir, "SimCLR")]

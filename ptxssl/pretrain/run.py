@@ -1,0 +1,85 @@
+"""`ptxssl pretrain`: build the method, train it with the engine, export the encoder."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import pytorch_lightning as pl
+import torch
+
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.errors import UserError
+from ptxssl.pretrain.config import TrainConfig, flat, load_yaml, opt, resolve
+from ptxssl.pretrain.data import train_loader
+from ptxssl.pretrain.encoder import save_encoder
+from ptxssl.pretrain.engine import MethodModule, fit, prepare_run_dir
+from ptxssl.pretrain.methods import MethodConfig, get_method
+from ptxssl.pretrain.probe import ProbeCallback
+
+
+@dataclass
+class PretrainConfig(TrainConfig):
+    method: str = opt("ae", "Pretraining method.")
+    probe: bool = opt(True, "Log a linear-probe AUROC on the weak labels at each epoch end.")
+
+
+def resolve_config(method: str, config_file: str | Path | None = None,
+                   overrides: dict[str, Any] | None = None) -> tuple[PretrainConfig, MethodConfig]:
+    """Defaults of `method` < `config_file` < `overrides` (a file's `method` key counts too)."""
+    overrides = dict(overrides or {})
+    if config_file and "method" not in overrides:
+        method = load_yaml(config_file).get("method", method)
+    cls = get_method(overrides.get("method") or method)
+    overrides["method"] = cls.name
+    return tuple(resolve([PretrainConfig, cls.config_class], config_file, overrides))
+
+
+def _data_meta(cache: str) -> dict:
+    with h5py.File(cache, "r") as h5:
+        return {"path": str(Path(cache).resolve()), "fingerprint": str(h5.attrs.get("fingerprint", "")),
+                "kind": str(h5.attrs.get("kind", "")), "images": int(h5["images"].shape[0])}
+
+
+def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False, overwrite: bool = False,
+             progress: bool = True) -> Path:
+    """Train `cfg.method` on the train split of `cfg.data`; return the run folder.
+
+    The run folder gets config.yaml, metrics.csv, checkpoints/, figures/ and the exported
+    encoder.safetensors + encoder.json.
+    """
+    if not cfg.data or not Path(cfg.data).is_file():
+        raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with `ptxssl prepare`)")
+    if not cfg.out:
+        raise UserError("--out is required: the run folder to write")
+    out = Path(cfg.out)
+    ckpt = prepare_run_dir(out, resume, overwrite)
+    cls = get_method(cfg.method)
+    train = CacheDataset(cfg.data, split="train")
+    size = cfg.image_size or train.size
+    if size % 32:
+        raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
+    dataset, num_classes, weights = cls.make_dataset(method_cfg, train)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
+    method = cls(method_cfg, in_channels=cfg.in_channels, image_size=size, num_classes=num_classes)
+    module = MethodModule(method, flat(cfg, method_cfg), out)
+    loader = train_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, drop_last=True, weights=weights)
+    callbacks = [ProbeCallback(cfg.data)] if cfg.probe and train.labels is not None else []
+    trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress)
+    if trainer.global_rank == 0:
+        _export(module, cfg, out, trainer)
+    return out
+
+
+def _export(module: MethodModule, cfg: PretrainConfig, out: Path, trainer: pl.Trainer) -> None:
+    """Figures from a fixed val batch, then the encoder file."""
+    val = CacheDataset(cfg.data, split="val")
+    if len(val):
+        batch = torch.utils.data.default_collate([val[i] for i in range(min(8, len(val)))])
+        module.eval()
+        module.method.write_figures({"image": module.adapt(batch["image"].to(module.device))}, out / "figures")
+    save_encoder(module.method.encoder, out, {
+        "method": cfg.method, "in_channels": cfg.in_channels, "image_size": module.method.image_size,
+        "data": _data_meta(cfg.data), "epochs": trainer.current_epoch, "steps": trainer.global_step,
+        "seed": cfg.seed, "config": "config.yaml"})

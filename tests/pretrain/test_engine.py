@@ -1,0 +1,102 @@
+"""The training engine through `pretrain()`: export, resume, NaN stop, run folders, DDP."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptxssl.errors import UserError
+from ptxssl.pretrain.encoder import build_encoder
+from ptxssl.pretrain.engine import NonFiniteLossError
+from ptxssl.pretrain.methods import ae as ae_module
+from ptxssl.pretrain.run import pretrain, resolve_config
+
+FAST = dict(batch_size=8, workers=0, image_size=32, probe=False)
+
+
+def _run(cache, out, resume=False, overwrite=False, **kw):
+    cfg, mcfg = resolve_config(kw.pop("method", "ae"), None, {"data": str(cache), "out": str(out), **FAST, **kw})
+    return pretrain(cfg, mcfg, resume=resume, overwrite=overwrite, progress=False)
+
+
+def test_run_folder_has_config_metrics_checkpoint_figures_and_a_trained_encoder(nih_cache, tmp_path):
+    out = _run(nih_cache, tmp_path / "run", max_steps=3, probe=True, epochs=1)
+    for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "encoder.safetensors",
+                 "encoder.json", "figures/reconstructions.png"):
+        assert (out / name).is_file(), name
+    metrics = pd.read_csv(out / "metrics.csv")
+    assert metrics["loss_step"].notna().sum() == 3
+    torch.manual_seed(0)
+    initial = build_encoder(1).state_dict()
+    trained = load_file(str(out / "encoder.safetensors"))
+    assert trained.keys() == initial.keys()
+    assert any(not torch.equal(trained[k], initial[k]) for k in initial if initial[k].is_floating_point())
+    # the checkpoint holds only plain data: it loads without unpickling arbitrary objects
+    ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 3 and ckpt["hyper_parameters"]["method"] == "ae"
+
+
+def test_resume_after_an_interrupted_run_gives_the_same_weights(nih_cache, tmp_path):
+    straight = _run(nih_cache, tmp_path / "straight", epochs=2)
+    _run(nih_cache, tmp_path / "interrupted", epochs=1)  # stands in for a run killed after epoch 1
+    resumed = _run(nih_cache, tmp_path / "interrupted", epochs=2, resume=True)
+    a = load_file(str(straight / "encoder.safetensors"))
+    b = load_file(str(resumed / "encoder.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_run_folder_is_never_overwritten_silently(nih_cache, tmp_path):
+    _run(nih_cache, tmp_path / "run", max_steps=1)
+    with pytest.raises(UserError, match="--resume.*--overwrite"):
+        _run(nih_cache, tmp_path / "run", max_steps=1)
+    _run(nih_cache, tmp_path / "run", max_steps=1, overwrite=True)
+    with pytest.raises(UserError, match="no checkpoint"):
+        _run(nih_cache, tmp_path / "fresh", max_steps=1, resume=True)
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(nih_cache, tmp_path, monkeypatch):
+    real = ae_module.reconstruction_loss
+    calls = []
+
+    def poisoned(*args, **kw):
+        calls.append(1)
+        loss = real(*args, **kw)
+        return loss * float("nan") if len(calls) == 3 else loss
+
+    monkeypatch.setattr(ae_module, "reconstruction_loss", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 2.*last.ckpt"):
+        _run(nih_cache, tmp_path / "run", max_steps=5, checkpoint_every=1)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["global_step"] == 2
+    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+
+
+def test_label_methods_need_labels(folder_cache, nih_cache, tmp_path):
+    with pytest.raises(UserError, match="needs a cache with labels"):
+        _run(folder_cache, tmp_path / "a", method="supervised", max_steps=1)
+    with pytest.raises(UserError, match="--target must be one of"):
+        _run(nih_cache, tmp_path / "b", method="supervised", target="effusion", max_steps=1)
+    with pytest.raises(UserError, match="--labels"):
+        _run(nih_cache, tmp_path / "c", method="pseudo", labels=str(tmp_path / "missing.csv"), max_steps=1)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,cluster\nx,1\n")
+    with pytest.raises(UserError, match="image_id,label"):
+        _run(nih_cache, tmp_path / "d", method="pseudo", labels=str(bad), max_steps=1)
+    with pytest.raises(UserError, match="unknown method"):
+        resolve_config("dino", None, {})
+
+
+def test_two_process_cpu_ddp_run_completes(nih_cache, tmp_path):
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "ptxssl.cli", "pretrain", "--method", "ae", "--data", str(nih_cache),
+           "--out", str(tmp_path / "ddp"), "--max-steps", "2", "--batch-size", "4", "--workers", "0",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--no-probe"]
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (tmp_path / "ddp" / "encoder.safetensors").is_file()
+    assert "distributed_backend=gloo" in result.stderr + result.stdout

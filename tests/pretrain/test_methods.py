@@ -1,0 +1,82 @@
+"""Every registered method, parametrised over the registry: a new method gets these for free.
+
+Forward/backward, (N, 512) embeddings, a fixed tiny batch that it learns to fit, and an
+exported encoder that loads strictly into an smp UNet.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+from torch.utils.data import default_collate
+
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.pretrain.encoder import load_encoder, save_encoder
+from ptxssl.pretrain.methods import METHODS
+
+
+def _batch_and_method(name, nih_cache, tmp_path, n=16):
+    cls = METHODS[name]
+    cfg = cls.config_class()
+    if name == "pseudo":
+        ids = CacheDataset(nih_cache).all_ids
+        pd.DataFrame({"image_id": ids, "label": np.arange(len(ids)) % 3}).to_csv(tmp_path / "l.csv", index=False)
+        cfg.labels = str(tmp_path / "l.csv")
+    ds, num_classes, _ = cls.make_dataset(cfg, CacheDataset(nih_cache, split="train"))
+    batch = default_collate([ds[i] for i in range(n)])
+    torch.manual_seed(0)
+    return cls(cfg, in_channels=1, image_size=32, num_classes=num_classes), batch
+
+
+def _step(method, batch, step):
+    return method.step({**batch, "generator": torch.Generator().manual_seed(step)})
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_step_backward_and_embed(name, nih_cache, tmp_path):
+    method, batch = _batch_and_method(name, nih_cache, tmp_path, n=8)
+    losses = _step(method, batch, 0)
+    assert torch.isfinite(losses["loss"]) and losses["loss"].ndim == 0
+    losses["loss"].backward()
+    grads = [p.grad for p in method.encoder.parameters() if p.grad is not None]
+    assert grads and any(g.abs().sum() > 0 for g in grads)  # the encoder is trained
+    method.eval()
+    with torch.no_grad():
+        assert method.embed(batch["image"]).shape == (8, 512)
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_fits_a_fixed_tiny_batch(name, nih_cache, tmp_path):
+    method, batch = _batch_and_method(name, nih_cache, tmp_path)
+    optimizer, _ = method.configure_optimizer()
+    if isinstance(optimizer, torch.optim.SGD):  # the literature's SGD lr is for long runs
+        for group in optimizer.param_groups:
+            group["lr"] = 0.05
+    method.train()
+    history = []
+    for step in range(30):
+        loss = _step(method, batch, step)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        method.after_step(step / 30)
+        history.append(loss.item())
+    start, end = np.mean(history[:3]), np.mean(history[-3:])
+    assert end < 0.8 * start, f"{name}: loss {start:.4f} -> {end:.4f}"
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_exported_encoder_loads_strictly_into_an_smp_unet(name, nih_cache, tmp_path):
+    method, _ = _batch_and_method(name, nih_cache, tmp_path, n=2)
+    with torch.no_grad():
+        for p in method.encoder.parameters():
+            p.add_(0.01)
+    save_encoder(method.encoder, tmp_path / "run", {"method": name, "in_channels": 1})
+    encoder, meta = load_encoder(tmp_path / "run")
+    unet = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=1)
+    unet.encoder.load_state_dict(encoder.state_dict(), strict=True)
+    for key, value in method.encoder.state_dict().items():
+        assert torch.equal(unet.encoder.state_dict()[key], value), key
+    assert meta["method"] == name and meta["normalization"]["mean"] == pytest.approx(0.449)
