@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # smp must never reach for the network in tests
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # see ptxssl/cli.py: spinning threads starve workers
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("PTXSSL_SHARED_DATA", REPO.parent / "shared" / "data"))

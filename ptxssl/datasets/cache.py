@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import csv
 import json
-import multiprocessing as mp
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +33,7 @@ from ptxssl.datasets.sources import get_index
 from ptxssl.datasets.splits import assign_splits
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, sha1_text
+from ptxssl.parallel import parallel_map
 
 ON_ERROR = ("stop", "skip")
 _FLUSH_EVERY = 256
@@ -97,21 +96,14 @@ def _open_partial(path: Path, index: Index, size: int) -> h5py.File:
     return h5
 
 
-def _decoded(tasks: list[_Task], workers: int) -> Iterator[tuple]:
-    if workers <= 1 or len(tasks) < 32:
-        yield from map(_decode, tasks)
-        return
-    with mp.get_context("spawn").Pool(workers) as pool:
-        yield from pool.imap_unordered(_decode, tasks, chunksize=16)
-
-
 def _fill(h5: h5py.File, index: Index, size: int, workers: int, on_error: str, progress: bool) -> None:
     status = h5["status"][:]
     tasks = [_Task(i, r, size, index.has_masks) for i, r in enumerate(index.records) if status[i] == _TODO]
     bar = tqdm(total=len(index.records), initial=len(index.records) - len(tasks), desc="prepare",
                unit="img", disable=not progress)
     pending: list[tuple[int, int]] = []
-    for row, image, mask, patient, error in _decoded(tasks, workers):
+    workers = workers if len(tasks) >= 32 else 1
+    for row, image, mask, patient, error in parallel_map(_decode, tasks, workers, chunksize=16, ordered=False):
         if error:
             if on_error == "stop":
                 raise UserError(f"{error} (pass --on-error skip to record unreadable files in a "

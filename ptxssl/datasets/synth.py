@@ -12,7 +12,6 @@ is identical for a seed whatever the number of worker processes.
 from __future__ import annotations
 
 import csv
-import multiprocessing as mp
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +26,7 @@ from ptxssl.datasets.phantom import Patient, render, sample_findings, sample_pat
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
+from ptxssl.parallel import parallel_map
 
 FORMATS = ("siim", "chestxray14", "chexpert")
 _FORMAT_ID = {name: i for i, name in enumerate(FORMATS)}
@@ -246,17 +246,10 @@ def synthesize(out: str | Path, count: int = 200, size: int = 256, positive_frac
         fmt_out = Path(out) / fmt
         jobs = _plan(fmt, count, size, seed, positive_fraction, anomaly_fraction, fmt_out)
         bar = tqdm(total=len(jobs), desc=f"synth {fmt}", unit="img", disable=not progress)
-        if workers > 1:
-            with mp.get_context("spawn").Pool(workers) as pool:
-                results = []
-                for r in pool.imap(_run, jobs, chunksize=8):
-                    results.append(r)
-                    bar.update()
-        else:
-            results = []
-            for job in jobs:
-                results.append(_run(job))
-                bar.update()
+        results = []
+        for r in parallel_map(_run, jobs, workers):
+            results.append(r)
+            bar.update()
         bar.close()
         _write_tables(fmt, fmt_out, jobs, results)
         written[fmt] = len(results)

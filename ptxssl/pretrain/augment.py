@@ -52,6 +52,11 @@ def _uniform(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * u
 
 
+def _per_sample(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(N,) CPU parameters -> (N, 1, 1, 1) on the batch's device and dtype."""
+    return t.to(like.device, like.dtype).view(-1, 1, 1, 1)
+
+
 class ChestXrayAugment(nn.Module):
     """Random views of a batch of grey chest X-rays, different for every sample.
 
@@ -99,10 +104,9 @@ class ChestXrayAugment(nn.Module):
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
         # intensity: gamma on [0, 1], then contrast about the per-image mean, then brightness
-        per = lambda t: t.to(x.device, x.dtype).view(n, 1, 1, 1)  # noqa: E731  (N,) -> (N, 1, 1, 1)
-        gamma = per(_uniform(u[:, 8], -c.gamma, c.gamma).exp())
-        contrast = per(_uniform(u[:, 9], 1 - c.contrast, 1 + c.contrast))
-        brightness = per(_uniform(u[:, 10], -c.brightness, c.brightness))
+        gamma = _per_sample(_uniform(u[:, 8], -c.gamma, c.gamma).exp(), x)
+        contrast = _per_sample(_uniform(u[:, 9], 1 - c.contrast, 1 + c.contrast), x)
+        brightness = _per_sample(_uniform(u[:, 10], -c.brightness, c.brightness), x)
         x = x.clamp(0, 1) ** gamma
         mean = x.mean(dim=(1, 2, 3), keepdim=True)  # (N, 1, 1, 1)
         x = (x - mean) * contrast + mean + brightness
@@ -111,11 +115,12 @@ class ChestXrayAugment(nn.Module):
         sigma = _uniform(u[:, 12], *c.blur_sigma) * size / 224
         x = self.blur(x, torch.where(u[:, 11] < c.blur_p, sigma, 0.0))
 
-        # noise: drawn on x's device from a generator seeded by `generator`
-        std = per(torch.where(u[:, 13] < c.noise_p, u[:, 13] / max(c.noise_p, 1e-12) * c.noise_std, 0.0))
+        # noise: std uniform in [0, noise_std) for the samples drawn (u < p), one grey plane per
+        # sample shared by the channels; drawn on x's device from a generator seeded by `generator`
+        std = _per_sample(torch.where(u[:, 13] < c.noise_p, u[:, 13] / max(c.noise_p, 1e-12) * c.noise_std, 0.0), x)
         if c.noise_p > 0 and c.noise_std > 0:
             g = torch.Generator(device=x.device).manual_seed(noise_seed)
-            x = x + std * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
+            x = x + std * torch.randn((n, 1, size, size), generator=g, device=x.device, dtype=x.dtype)
         return x.clamp(0, 1)
 
     def blur(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

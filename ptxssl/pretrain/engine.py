@@ -14,7 +14,9 @@ Run folder:
 """
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -29,6 +31,12 @@ from ptxssl.pretrain.config import TrainConfig, save_yaml
 from ptxssl.pretrain.methods.base import Method
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
+
+# Lightning's advertisement for its cloud logger, and two warnings that do not apply here: the
+# CSV log shares the run folder with config.yaml by design; LeafSpec is Lightning-internal.
+logging.getLogger("pytorch_lightning.trainer.connectors.logger_connector.logger_connector").setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
 
 class NonFiniteLossError(UserError):
@@ -69,6 +77,8 @@ class MethodModule(pl.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
+        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
+            return  # a micro-batch of gradient accumulation: no optimizer step yet
         total = self.trainer.estimated_stepping_batches
         self.method.after_step(min(1.0, self.global_step / max(total, 1)))
 
@@ -113,7 +123,10 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
     except ModuleNotFoundError:  # tensorboard is optional at run time
         pass
-    return pl.Trainer(accelerator=cfg.accelerator, devices=parse_devices(cfg.devices),
+    devices = parse_devices(cfg.devices)
+    several = cfg.num_nodes > 1 or (isinstance(devices, list) and len(devices) > 1) or \
+        (isinstance(devices, int) and devices > 1)
+    return pl.Trainer(accelerator=cfg.accelerator, devices=devices, sync_batchnorm=several,
                       strategy=cfg.strategy, num_nodes=cfg.num_nodes, precision=cfg.precision,
                       max_epochs=cfg.epochs, max_steps=cfg.max_steps, accumulate_grad_batches=cfg.accumulate,
                       callbacks=[checkpoint, *callbacks], logger=loggers, default_root_dir=run_dir,

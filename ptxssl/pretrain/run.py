@@ -43,7 +43,7 @@ def _data_meta(cache: str) -> dict:
 
 
 def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False, overwrite: bool = False,
-             progress: bool = True) -> Path:
+             progress: bool = True, callbacks: list[pl.Callback] | None = None) -> Path:
     """Train `cfg.method` on the train split of `cfg.data`; return the run folder.
 
     The run folder gets config.yaml, metrics.csv, checkpoints/, figures/ and the exported
@@ -65,7 +65,9 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
     method = cls(method_cfg, in_channels=cfg.in_channels, image_size=size, num_classes=num_classes)
     module = MethodModule(method, flat(cfg, method_cfg), out)
     loader = train_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, drop_last=True, weights=weights)
-    callbacks = [ProbeCallback(cfg.data)] if cfg.probe and train.labels is not None else []
+    callbacks = list(callbacks or [])
+    if cfg.probe and train.labels is not None:
+        callbacks.append(ProbeCallback(cfg.data))
     trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress)
     if trainer.global_rank == 0:
         _export(module, cfg, out, trainer)

@@ -47,8 +47,14 @@ def test_step_backward_and_embed(name, nih_cache, tmp_path):
         assert method.embed(batch["image"]).shape == (8, 512)
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+# methods whose own test file has a stricter fitting test (VAE: above its BCE floor; MoCo: over
+# several batches, since on one batch its queue fills with that batch's own keys)
+FIT_TESTED_ELSEWHERE = {"vae", "simclr", "moco", "byol"}
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - FIT_TESTED_ELSEWHERE))
 def test_fits_a_fixed_tiny_batch(name, nih_cache, tmp_path):
+    """Four fixed augmentation draws (step % 4), so augmented inputs repeat too."""
     method, batch = _batch_and_method(name, nih_cache, tmp_path)
     optimizer, _ = method.configure_optimizer()
     if isinstance(optimizer, torch.optim.SGD):  # the literature's SGD lr is for long runs
@@ -57,7 +63,7 @@ def test_fits_a_fixed_tiny_batch(name, nih_cache, tmp_path):
     method.train()
     history = []
     for step in range(30):
-        loss = _step(method, batch, step)["loss"]
+        loss = _step(method, batch, step % 4)["loss"]
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()

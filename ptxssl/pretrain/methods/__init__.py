@@ -4,13 +4,19 @@ from __future__ import annotations
 from ptxssl.errors import UserError
 from ptxssl.pretrain.methods.ae import AE
 from ptxssl.pretrain.methods.base import Method, MethodConfig
+from ptxssl.pretrain.methods.byol import BYOL
+from ptxssl.pretrain.methods.moco import MoCo
 from ptxssl.pretrain.methods.pseudo import Pseudo
+from ptxssl.pretrain.methods.simclr import SimCLR
 from ptxssl.pretrain.methods.supervised import Supervised
 from ptxssl.pretrain.methods.vae import VAE
 
 METHODS: dict[str, type[Method]] = {
     "ae": AE,
     "vae": VAE,
+    "simclr": SimCLR,
+    "moco": MoCo,
+    "byol": BYOL,
     "supervised": Supervised,
     "pseudo": Pseudo,
 }

@@ -1,0 +1,79 @@
+"""ChestXrayAugment: reproducible from the generator, random per sample, grey and in range,
+no flip by default, and the identity when every strength is zero."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment
+
+
+def gen(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    """Smooth, structured images in [0, 1]: (8, 1, 32, 32)."""
+    g = gen(123)
+    coarse = torch.rand(8, 1, 8, 8, generator=g)
+    return torch.nn.functional.interpolate(coarse, size=32, mode="bilinear", align_corners=False)
+
+
+def test_same_seed_same_views_other_seed_other_views(images):
+    aug = ChestXrayAugment()
+    a, b, c = aug(images, gen(0)), aug(images, gen(0)), aug(images, gen(1))
+    assert torch.equal(a, b)
+    assert (a - c).abs().mean() > 0.02
+
+
+def test_each_sample_gets_its_own_parameters(images):
+    x = images[:1].expand(16, -1, -1, -1).contiguous()  # one image, 16 times
+    y = ChestXrayAugment()(x, gen(0))
+    flat = y.flatten(1)
+    dists = torch.cdist(flat, flat)[~torch.eye(16, dtype=torch.bool)]  # off-diagonal pairs
+    assert dists.min() > 1e-3
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shape_range_dtype_kept_and_grey_stays_grey(images, channels):
+    x = images.expand(-1, channels, -1, -1).contiguous()
+    strong = AugmentConfig(brightness=0.5, contrast=0.8, noise_p=1.0, noise_std=0.2, hflip=0.5)
+    y = ChestXrayAugment(strong)(x, gen(3))
+    assert y.shape == x.shape and y.dtype == x.dtype
+    assert y.min() >= 0 and y.max() <= 1
+    assert torch.equal(y, y[:, :1].expand_as(y))  # the same transform (and noise) in every channel
+
+
+def test_no_horizontal_flip_by_default_but_switchable():
+    """A film brighter on its left stays brighter on the left on average (heart side kept)."""
+    x = torch.full((64, 1, 32, 32), 0.2)
+    x[..., :16] = 0.8
+
+    def left_minus_right(cfg: AugmentConfig) -> float:
+        aug = ChestXrayAugment(cfg)
+        mean = torch.stack([aug(x, gen(s)) for s in range(4)]).mean(dim=(0, 1, 2))  # (32, 32)
+        return float(mean[..., :16].mean() - mean[..., 16:].mean())
+
+    assert AugmentConfig().hflip == 0.0
+    assert left_minus_right(AugmentConfig()) > 0.3
+    assert left_minus_right(AugmentConfig(hflip=1.0)) < -0.3
+    assert abs(left_minus_right(AugmentConfig(hflip=0.5))) < 0.15
+
+
+def test_all_strengths_zero_is_the_identity(images):
+    y = ChestXrayAugment(AugmentConfig.identity())(images, gen(0))
+    torch.testing.assert_close(y, images, atol=1e-5, rtol=0)
+
+
+def test_blur_smooths_and_zero_sigma_leaves_the_image(images):
+    aug = ChestXrayAugment()
+    noise = torch.rand(4, 1, 32, 32, generator=gen(5))
+    assert torch.equal(aug.blur(noise, torch.zeros(4, dtype=torch.float64)), noise)
+    sigma = torch.tensor([0.0, 0.5, 1.0, 2.0], dtype=torch.float64)
+    blurred = aug.blur(noise, sigma)
+    spread = blurred.std(dim=(1, 2, 3))  # more blur, less pixel variance
+    assert torch.equal(blurred[0], noise[0])
+    assert (spread[1:] < spread[:-1]).all()
+    torch.testing.assert_close(blurred.mean(dim=(1, 2, 3)), noise.mean(dim=(1, 2, 3)), atol=0.02, rtol=0)
+
