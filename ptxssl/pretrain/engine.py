@@ -126,7 +126,10 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
     devices = parse_devices(cfg.devices)
     several = cfg.num_nodes > 1 or (isinstance(devices, list) and len(devices) > 1) or \
         (isinstance(devices, int) and devices > 1)
-    return pl.Trainer(accelerator=cfg.accelerator, devices=devices, sync_batchnorm=several,
+    # BatchNorm over the global batch across GPUs; torch's SyncBatchNorm has no CPU kernel, so
+    # CPU DDP processes normalise over their local batch
+    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
+    return pl.Trainer(accelerator=cfg.accelerator, devices=devices, sync_batchnorm=several and on_gpu,
                       strategy=cfg.strategy, num_nodes=cfg.num_nodes, precision=cfg.precision,
                       max_epochs=cfg.epochs, max_steps=cfg.max_steps, accumulate_grad_batches=cfg.accumulate,
                       callbacks=[checkpoint, *callbacks], logger=loggers, default_root_dir=run_dir,
