@@ -75,7 +75,7 @@ def load_yaml(path: str | Path) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def resolve(classes: list[type], file: str | Path | None, overrides: dict[str, Any]) -> list[Any]:
+def resolve(classes: list[type], file: str | Path | None, overrides: dict[str, Any], label: str = "") -> list[Any]:
     """Build one instance per config dataclass from defaults < file < overrides.
 
     Unknown keys in the file are an error listing the valid ones (a typo must not be ignored).
@@ -89,8 +89,13 @@ def resolve(classes: list[type], file: str | Path | None, overrides: dict[str, A
             raise UserError(f"--config {file}: unknown key(s) {', '.join(unknown)}; "
                             f"valid keys: {', '.join(known)}")
         values.update({k: _coerce(k, v, known[k], f"--config {file}") for k, v in from_file.items()})
-    values.update({k: _coerce(k, v, known[k], f"--{k.replace('_', '-')}")
-                   for k, v in overrides.items() if v is not None})
+    given = {k: v for k, v in overrides.items() if v is not None}
+    foreign = sorted(set(given) - set(known))
+    if foreign:
+        names = ", ".join("--" + k.replace("_", "-") for k in foreign)
+        own = ", ".join("--" + k.replace("_", "-") for k in field_help(classes[-1]))
+        raise UserError(f"option(s) {names} do not apply to {label or classes[-1].__name__} (its own options: {own})")
+    values.update({k: _coerce(k, v, known[k], f"--{k.replace('_', '-')}") for k, v in given.items()})
     return [cls(**{k: v for k, v in values.items() if k in field_help(cls)}) for cls in classes]
 
 

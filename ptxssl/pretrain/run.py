@@ -33,7 +33,7 @@ def resolve_config(method: str, config_file: str | Path | None = None,
         method = load_yaml(config_file).get("method", method)
     cls = get_method(overrides.get("method") or method)
     overrides["method"] = cls.name
-    return tuple(resolve([PretrainConfig, cls.config_class], config_file, overrides))
+    return tuple(resolve([PretrainConfig, cls.config_class], config_file, overrides, f"--method {cls.name}"))
 
 
 def _data_meta(cache: str) -> dict:
