@@ -34,7 +34,8 @@ CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 # Lightning's advertisement for its cloud logger, and two warnings that do not apply here: the
 # CSV log shares the run folder with config.yaml by design; LeafSpec is Lightning-internal.
-logging.getLogger("pytorch_lightning.trainer.connectors.logger_connector.logger_connector").setLevel(logging.WARNING)
+for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+    logging.getLogger(_name).addFilter(lambda record: "litlogger" not in record.getMessage())
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
 
