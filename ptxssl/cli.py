@@ -242,28 +242,14 @@ def pretrain(ctx: click.Context, method: str | None, config_file: Path | None, r
               help="Folder for every stage's output.")
 @click.option("--quick", is_flag=True, help="Fewer, smaller images.")
 def demo(out: Path, quick: bool) -> None:
-    """Run the stages end to end on built-in synthetic data (no download)."""
-    from ptxssl.datasets.cache import cache_info, prepare as run_prepare
-    from ptxssl.datasets.synth import FORMATS, synthesize
+    """Run the stages end to end on built-in synthetic data (no download, CPU).
 
-    count, size = (60, 64) if quick else (300, 128)
-    t0 = time.perf_counter()
+    synth -> prepare -> info -> pretrain (vae, simclr). Rerunning continues after the last
+    finished stage.
+    """
+    from ptxssl.demo import run_demo
 
-    def stage(name: str) -> None:
-        click.echo(f"[{time.perf_counter() - t0:6.1f} s] {name}")
-
-    data = out / "data"
-    if not all((data / f).is_dir() for f in FORMATS):
-        stage(f"synth: {count} images per format at {size} px -> {data}")
-        synthesize(data, count=count, size=size, seed=0, workers=min(2, os.cpu_count() or 1))
-    for fmt in FORMATS:
-        cache = out / f"{fmt}.h5"
-        if not cache.exists():
-            stage(f"prepare {fmt} -> {cache}")
-            run_prepare(data / fmt, fmt, cache, size=size, workers=min(2, os.cpu_count() or 1))
-        s = cache_info(cache)
-        stage(f"info {fmt}: {s['images']} images, split {s['split']}")
-    stage(f"done: outputs in {out}")
+    run_demo(out, quick=quick, echo=click.echo)
 
 
 def main() -> None:

@@ -46,3 +46,15 @@ def test_user_errors_are_one_line_exit_2(run, tmp_path):
     assert result.exit_code == 2 and "missing.h5" in result.output
     result = run("prepare", tmp_path, "--dataset", "dicomdir", "--out", tmp_path / "c.h5")
     assert result.exit_code == 2 and "dicomdir" in result.output
+
+
+def test_quick_demo_runs_every_stage_and_a_rerun_skips_finished_ones(run, tmp_path):
+    result = run("demo", "--quick", "--out", tmp_path / "demo")
+    assert result.exit_code == 0, result.output
+    for stage in ("synth", "prepare siim", "prepare chestxray14", "prepare chexpert", "pretrain vae",
+                  "pretrain simclr", "done"):
+        assert stage in result.output, stage
+    assert (tmp_path / "demo" / "pretrain" / "vae" / "figures" / "samples.png").is_file()
+    again = run("demo", "--quick", "--out", tmp_path / "demo")
+    assert again.exit_code == 0
+    assert "synth:" not in again.output and "prepare" not in again.output and "pretrain" not in again.output

@@ -124,7 +124,7 @@ def _write_nih(job: Job) -> dict:
         Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp, format="PNG")
     labels = "|".join(f for f in NIH_FINDINGS if f in findings) or "No Finding"
     who = _rng(job.seed, job.fmt, 5, job.patient)  # a patient keeps sex and ages with follow-ups
-    sex, age = str(who.choice(["M", "F"])), int(who.integers(18, 85)) + job.followup // 2
+    sex, age = "F" if _patient(job).female else "M", int(who.integers(18, 85)) + job.followup // 2
     return {"id": name.removesuffix(".png"), "row": [name, labels, job.followup, job.patient + 1, age, sex,
                                 str(rng.choice(["PA", "AP"], p=[0.6, 0.4])), job.size, job.size,
                                 0.143, 0.143]}
@@ -156,7 +156,7 @@ def _write_chexpert(job: Job) -> dict:
         Image.fromarray(np.round(image * 255).astype(np.uint8)).save(tmp, format="JPEG", quality=95)
     # one study = one report: the lateral view carries the labels of its frontal view
     study_rng = _rng(job.seed, job.fmt, 4, job.patient, job.followup)
-    sex = str(_rng(job.seed, job.fmt, 5, job.patient).choice(["Female", "Male"]))
+    sex = "Female" if _patient(job).female else "Male"  # as drawn (breast shadows) in the image
     return {"id": rel.removesuffix(".jpg"), "split": split, "row": [
         f"CheXpert-v1.0-small/{rel}", sex,
         int(study_rng.integers(18, 90)), job.view.capitalize(),
