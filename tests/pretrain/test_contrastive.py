@@ -9,7 +9,6 @@ import math
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from ptxssl.datasets.phantom import render, sample_patient
 from ptxssl.errors import UserError

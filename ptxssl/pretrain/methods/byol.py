@@ -33,22 +33,17 @@ from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
-from ptxssl.errors import UserError
 from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
-from ptxssl.pretrain.methods.base import Method, MethodConfig
+from ptxssl.pretrain.methods.base import Method, MomentumConfig
 
 
 @dataclass
-class BYOLConfig(MethodConfig):
+class BYOLConfig(MomentumConfig):
     proj_dim: int = opt(256, "Output size of the projection head (SimCLR/MoCo/BYOL).")
     hidden_dim: int = opt(1024, "Hidden size of the projection head and of BYOL's prediction head "
                                 "(SimCLR/MoCo/BYOL).")
-    momentum: float = opt(0.99, "Starting momentum of the target network's EMA, raised to 1 on a cosine "
-                                "schedule (MoCo/BYOL).")
-    hflip: float = opt(0.0, "Horizontal-flip probability per augmented view; 0 because a flip puts the "
-                            "heart on the wrong side (SimCLR/MoCo/BYOL).")
 
 
 class BYOL(Method):
@@ -58,8 +53,6 @@ class BYOL(Method):
 
     def __init__(self, cfg: BYOLConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
         super().__init__(cfg, in_channels, image_size, num_classes)
-        if not 0 <= cfg.momentum <= 1:
-            raise UserError(f"--momentum must be in [0, 1] (got {cfg.momentum}); try 0.99")
         self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
         self.projection = BYOLProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
         self.prediction = BYOLPredictionHead(cfg.proj_dim, cfg.hidden_dim, cfg.proj_dim)

@@ -45,21 +45,14 @@ from ptxssl.errors import UserError
 from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
-from ptxssl.pretrain.methods.base import Method, MethodConfig
+from ptxssl.pretrain.methods.base import Method, MomentumConfig
 
 
 @dataclass
-class MoCoConfig(MethodConfig):
+class MoCoConfig(MomentumConfig):
     temperature: float = opt(0.2, "Softmax temperature of the contrastive (InfoNCE) loss (SimCLR/MoCo).")
-    proj_dim: int = opt(128, "Output size of the projection head (SimCLR/MoCo/BYOL).")
-    hidden_dim: int = opt(512, "Hidden size of the projection head and of BYOL's prediction head "
-                               "(SimCLR/MoCo/BYOL).")
     queue_size: int = opt(4096, "Negatives in MoCo's queue of past keys; a multiple of --batch-size x "
                                 "processes (MoCo).")
-    momentum: float = opt(0.99, "Starting momentum of the target network's EMA, raised to 1 on a cosine "
-                                "schedule (MoCo/BYOL).")
-    hflip: float = opt(0.0, "Horizontal-flip probability per augmented view; 0 because a flip puts the "
-                            "heart on the wrong side (SimCLR/MoCo/BYOL).")
 
 
 class MoCo(Method):
@@ -71,8 +64,6 @@ class MoCo(Method):
         super().__init__(cfg, in_channels, image_size, num_classes)
         if cfg.queue_size <= 0:
             raise UserError(f"--queue-size must be positive (got {cfg.queue_size}); try 4096")
-        if not 0 <= cfg.momentum <= 1:
-            raise UserError(f"--momentum must be in [0, 1] (got {cfg.momentum}); try 0.99")
         self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
         self.head = MoCoProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
         self.encoder_momentum = copy.deepcopy(self.encoder)

@@ -31,17 +31,12 @@ from lightly.utils import dist
 from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
-from ptxssl.pretrain.methods.base import Method, MethodConfig
+from ptxssl.pretrain.methods.base import Method, TwoViewConfig
 
 
 @dataclass
-class SimCLRConfig(MethodConfig):
+class SimCLRConfig(TwoViewConfig):
     temperature: float = opt(0.5, "Softmax temperature of the contrastive (InfoNCE) loss (SimCLR/MoCo).")
-    proj_dim: int = opt(128, "Output size of the projection head (SimCLR/MoCo/BYOL).")
-    hidden_dim: int = opt(512, "Hidden size of the projection head and of BYOL's prediction head "
-                               "(SimCLR/MoCo/BYOL).")
-    hflip: float = opt(0.0, "Horizontal-flip probability per augmented view; 0 because a flip puts the "
-                            "heart on the wrong side (SimCLR/MoCo/BYOL).")
 
 
 class SimCLR(Method):
