@@ -6,21 +6,15 @@ a bug and keeps its traceback.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-# OpenMP threads that spin while waiting make every small torch op cost milliseconds when the
-# cores are shared (DataLoader workers, other jobs): measured 10x slower training on 2 cores.
-# Passive waiting costs nothing measurable when the cores are free. Set before torch loads.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+import click
 
-import click  # noqa: E402
-
-from ptxssl import __version__  # noqa: E402
-from ptxssl.datasets.sources import SOURCES  # noqa: E402
-from ptxssl.errors import UserError  # noqa: E402
+from ptxssl import __version__
+from ptxssl.datasets.sources import SOURCES
+from ptxssl.errors import UserError
 
 
 class _Group(click.Group):

@@ -5,7 +5,9 @@ For each method, the same model, batch size, data and optimizer run twice: once 
 (DataLoader -> method.step -> backward -> optimizer.step). Prints images/s, the ratio
 (ptxssl / plain), and peak resident memory of each run (Linux VmHWM, reset between runs).
 Throughput is steady-state: both clocks start after the first WARMUP steps (worker start-up,
-first allocations) and stop after the last optimizer step.
+first allocations) and stop after the last optimizer step; an untimed warm-up loop runs first,
+since whichever loop runs first in a process is measured slower. Use --images large enough
+that the timed steps fit in one epoch (the engine writes a checkpoint at each epoch end).
 
     python scripts/bench_pretrain.py --methods ae,vae,simclr --size 64 --steps 30
 
@@ -110,6 +112,8 @@ def main() -> None:
         prepare(tmp / "chestxray14", "chestxray14", cache, size=args.size, workers=2, progress=False)
         print(f"{args.size} px, batch {args.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads, "
               f"{args.accelerator}, {args.precision}")
+        # the first loop in a process runs slower (allocator, caches): one untimed warm-up run
+        plain_loop(args.methods.split(",")[0], cache, args.size, args.batch_size, WARMUP + 5, device, amp)
         for name in args.methods.split(","):
             reset_peak()
             plain = plain_loop(name, cache, args.size, args.batch_size, args.steps, device, amp)

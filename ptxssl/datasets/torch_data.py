@@ -35,6 +35,7 @@ class CacheDataset(Dataset):
                  rows: np.ndarray | None = None) -> None:
         self.path = Path(path)
         self._h5: h5py.File | None = None
+        self._open: dict[str, h5py.Dataset] = {}
         try:
             with h5py.File(self.path, "r") as h5:
                 all_split = h5["split"].asstr()[:]
@@ -65,21 +66,23 @@ class CacheDataset(Dataset):
     def ids(self) -> np.ndarray:
         return self.all_ids[self.rows]
 
-    def _file(self) -> h5py.File:
+    def _datasets(self) -> dict[str, h5py.Dataset]:
+        """The open HDF5 datasets of this process (opened on first use, after any fork)."""
         if self._h5 is None:
             self._h5 = h5py.File(self.path, "r")
-        return self._h5
+            self._open = {name: self._h5[name] for name in ("images", "masks") if name in self._h5}
+        return self._open
 
     def __getstate__(self) -> dict:
-        return {**self.__dict__, "_h5": None}  # each worker opens its own handle
+        return {**self.__dict__, "_h5": None, "_open": {}}  # each worker opens its own handle
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = int(self.rows[i])
-        h5 = self._file()
-        item = {"image": torch.from_numpy(h5["images"][row]).float().div_(255).unsqueeze(0),
+        data = self._datasets()
+        item = {"image": torch.from_numpy(data["images"][row]).float().div_(255).unsqueeze(0),
                 "index": torch.tensor(row)}
         if self.with_masks:
-            item["mask"] = torch.from_numpy(h5["masks"][row]).float().unsqueeze(0)
+            item["mask"] = torch.from_numpy(data["masks"][row]).float().unsqueeze(0)
         if self.labels is not None:
             item["labels"] = torch.from_numpy(self.labels[row])
         return item

@@ -80,8 +80,9 @@ class MethodModule(pl.LightningModule):
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
             return  # a micro-batch of gradient accumulation: no optimizer step yet
-        total = self.trainer.estimated_stepping_batches
-        self.method.after_step(min(1.0, self.global_step / max(total, 1)))
+        if not hasattr(self, "_total_steps"):  # Lightning recomputes this property on every call
+            self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        self.method.after_step(min(1.0, self.global_step / self._total_steps))
 
     def configure_optimizers(self):
         optimizer, scheduler = self.method.configure_optimizer()
