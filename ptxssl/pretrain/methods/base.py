@@ -18,7 +18,7 @@ from torch.utils.data import Dataset
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.encoder import build_encoder, pooled
+from ptxssl.pretrain.encoder import FEATURE_DIM, build_encoder, pooled
 
 
 @dataclass
@@ -98,3 +98,16 @@ class Method(nn.Module):
     def write_figures(self, batch: dict, out_dir) -> list:
         """Write method-specific pictures (e.g. reconstructions) for a fixed batch; return paths."""
         return []
+
+
+class LabelMethod(Method):
+    """A method that classifies labels (weak labels, pseudo-labels): encoder -> pooled -> linear."""
+
+    inputs = "labels"
+
+    def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 1) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes)
+        self.head = nn.Linear(FEATURE_DIM, max(num_classes, 1))
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))  # (N, num_classes)

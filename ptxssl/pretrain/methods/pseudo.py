@@ -13,15 +13,13 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.data import WithTargets
-from ptxssl.pretrain.encoder import FEATURE_DIM
-from ptxssl.pretrain.methods.base import Method, MethodConfig
+from ptxssl.pretrain.methods.base import LabelMethod, MethodConfig
 
 
 @dataclass
@@ -51,10 +49,9 @@ def read_pseudo_labels(path: str | Path) -> pd.Series:
     return pd.Series(labels.astype(int).to_numpy(), index=frame["image_id"])
 
 
-class Pseudo(Method):
+class Pseudo(LabelMethod):
     name = "pseudo"
     config_class = PseudoConfig
-    inputs = "labels"
 
     @classmethod
     def make_dataset(cls, cfg: PseudoConfig, train: CacheDataset) -> tuple[Dataset, int, np.ndarray | None]:
@@ -73,10 +70,6 @@ class Pseudo(Method):
         subset = CacheDataset(train.path, split="train", rows=train.rows[keep])
         return WithTargets(subset, targets), len(classes), None
 
-    def __init__(self, cfg: PseudoConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 2) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
-        self.head = nn.Linear(FEATURE_DIM, max(num_classes, 1))
-
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
-        loss = F.cross_entropy(self.head(self.embed(batch["image"])), batch["target"])
+        loss = F.cross_entropy(self.logits(batch["image"]), batch["target"])
         return {"loss": loss, "ce": loss}

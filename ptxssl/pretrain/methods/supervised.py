@@ -12,15 +12,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.data import WithTargets
-from ptxssl.pretrain.encoder import FEATURE_DIM
-from ptxssl.pretrain.methods.base import Method, MethodConfig
+from ptxssl.pretrain.methods.base import LabelMethod, MethodConfig
 
 TARGETS = ("all", "pneumothorax")
 
@@ -38,10 +36,9 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (loss * known).sum() / known.sum().clamp(min=1)
 
 
-class Supervised(Method):
+class Supervised(LabelMethod):
     name = "supervised"
     config_class = SupervisedConfig
-    inputs = "labels"
 
     @classmethod
     def make_dataset(cls, cfg: SupervisedConfig, train: CacheDataset) -> tuple[Dataset, int, np.ndarray | None]:
@@ -64,13 +61,8 @@ class Supervised(Method):
         weights = np.where(positive, 0.5 / positive.sum(), 0.5 / (~positive).sum())  # balanced classes
         return WithTargets(train, y), 1, weights
 
-    def __init__(self, cfg: SupervisedConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 1) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
-        self.head = nn.Linear(FEATURE_DIM, max(num_classes, 1))
-
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
-        logits = self.head(self.embed(batch["image"]))  # (N, K)
-        loss = masked_bce(logits, batch["target"].float())
+        loss = masked_bce(self.logits(batch["image"]), batch["target"].float())
         return {"loss": loss, "bce": loss}
 
     def configure_optimizer(self):
