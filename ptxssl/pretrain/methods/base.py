@@ -16,7 +16,6 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.errors import UserError
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import FEATURE_DIM, build_encoder, pooled
 
@@ -27,29 +26,6 @@ class MethodConfig:
 
     lr: float = opt(1e-3, "Learning rate.")
     weight_decay: float = opt(1e-5, "Weight decay.")
-
-
-@dataclass
-class TwoViewConfig(MethodConfig):
-    """Options of the methods that compare two augmented views of an image (SimCLR, MoCo, BYOL)."""
-
-    proj_dim: int = opt(128, "Output size of the projection head (SimCLR/MoCo/BYOL).")
-    hidden_dim: int = opt(512, "Hidden size of the projection head and of BYOL's prediction head "
-                               "(SimCLR/MoCo/BYOL).")
-    hflip: float = opt(0.0, "Horizontal-flip probability per augmented view; 0 because a flip puts the "
-                            "heart on the wrong side (SimCLR/MoCo/BYOL).")
-
-
-@dataclass
-class MomentumConfig(TwoViewConfig):
-    """Two-view methods with a momentum (EMA) target network (MoCo, BYOL)."""
-
-    momentum: float = opt(0.99, "Starting momentum of the target network's EMA, raised to 1 on a cosine "
-                                "schedule (MoCo/BYOL).")
-
-    def __post_init__(self) -> None:
-        if not 0 <= self.momentum <= 1:
-            raise UserError(f"--momentum must be in [0, 1] (got {self.momentum}); try 0.99")
 
 
 class Method(nn.Module):

@@ -23,20 +23,15 @@ its 300k+ steps; short runs need a faster-moving target), AdamW lr 1e-3 instead 
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
-from lightly.utils.scheduler import cosine_schedule
 
-from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
-from ptxssl.pretrain.methods.base import Method, MomentumConfig
+from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 
 
 @dataclass
@@ -46,22 +41,18 @@ class BYOLConfig(MomentumConfig):
                                 "(SimCLR/MoCo/BYOL).")
 
 
-class BYOL(Method):
+class BYOL(MomentumMethod):
     name = "byol"
     config_class = BYOLConfig
-    inputs = "image"  # the two views are made here, from batch["generator"]
+    title = "BYOL"
 
     def __init__(self, cfg: BYOLConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
         super().__init__(cfg, in_channels, image_size, num_classes)
-        self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
         self.projection = BYOLProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
         self.prediction = BYOLPredictionHead(cfg.proj_dim, cfg.hidden_dim, cfg.proj_dim)
-        self.encoder_momentum = copy.deepcopy(self.encoder)
-        self.projection_momentum = copy.deepcopy(self.projection)
-        deactivate_requires_grad(self.encoder_momentum)
-        deactivate_requires_grad(self.projection_momentum)
+        self.make_target("encoder", "encoder_momentum")
+        self.make_target("projection", "projection_momentum")
         self.criterion = NegativeCosineSimilarity()
-        self.current_momentum = cfg.momentum
 
     def online(self, x: torch.Tensor) -> torch.Tensor:
         return self.prediction(self.projection(pooled(self.encoder, x)))  # (N, proj_dim)
@@ -76,13 +67,3 @@ class BYOL(Method):
         loss = 0.5 * (self.criterion(self.online(v0), self.target(v1)) +
                       self.criterion(self.online(v1), self.target(v0)))
         return {"loss": loss}
-
-    def after_step(self, progress: float) -> None:
-        """EMA of the online parameters into the target network, cosine momentum -> 1."""
-        self.current_momentum = cosine_schedule(round(progress * 1000), 1001, self.cfg.momentum, 1.0)
-        update_momentum(self.encoder, self.encoder_momentum, m=self.current_momentum)
-        update_momentum(self.projection, self.projection_momentum, m=self.current_momentum)
-
-    @torch.no_grad()
-    def write_figures(self, batch: dict, out_dir: Path) -> list[Path]:
-        return [views_figure(self.augment, batch["image"], out_dir, "BYOL")]

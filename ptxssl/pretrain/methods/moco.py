@@ -30,22 +30,17 @@ ImageNet-sized data and 256-image batches), momentum 0.99 -> 1 cosine instead of
 """
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import MoCoProjectionHead
-from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils import dist
-from lightly.utils.scheduler import cosine_schedule
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
-from ptxssl.pretrain.methods.base import Method, MomentumConfig
+from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 
 
 @dataclass
@@ -55,27 +50,23 @@ class MoCoConfig(MomentumConfig):
                                 "processes (MoCo).")
 
 
-class MoCo(Method):
+class MoCo(MomentumMethod):
     name = "moco"
     config_class = MoCoConfig
-    inputs = "image"  # the two views are made here, from batch["generator"]
+    title = "MoCo v2"
 
     def __init__(self, cfg: MoCoConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
         super().__init__(cfg, in_channels, image_size, num_classes)
         if cfg.queue_size <= 0:
             raise UserError(f"--queue-size must be positive (got {cfg.queue_size}); try 4096")
-        self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
         self.head = MoCoProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
-        self.encoder_momentum = copy.deepcopy(self.encoder)
-        self.head_momentum = copy.deepcopy(self.head)
-        deactivate_requires_grad(self.encoder_momentum)
-        deactivate_requires_grad(self.head_momentum)
+        self.make_target("encoder", "encoder_momentum")
+        self.make_target("head", "head_momentum")
         self.criterion = NTXentLoss(temperature=cfg.temperature, memory_bank_size=(cfg.queue_size, cfg.proj_dim),
                                     gather_distributed=True)
         bank = self.criterion.memory_bank  # keep the queue in checkpoints (lightly: non-persistent)
         bank.register_buffer("bank", bank.bank, persistent=True)
         bank.register_buffer("bank_ptr", bank.bank_ptr, persistent=True)
-        self.current_momentum = cfg.momentum
         self._queue_checked = False
 
     def check_queue(self, batch_size: int) -> None:
@@ -98,13 +89,3 @@ class MoCo(Method):
             key = self.head_momentum(pooled(self.encoder_momentum, self.augment(x, g)))  # (N, proj_dim)
         loss = self.criterion(query, key)  # enqueues `key` when `query` requires grad
         return {"loss": loss, "negatives": torch.tensor(float(self.cfg.queue_size), device=loss.device)}
-
-    def after_step(self, progress: float) -> None:
-        """EMA of the online parameters into the momentum network, cosine momentum -> 1."""
-        self.current_momentum = cosine_schedule(round(progress * 1000), 1001, self.cfg.momentum, 1.0)
-        update_momentum(self.encoder, self.encoder_momentum, m=self.current_momentum)
-        update_momentum(self.head, self.head_momentum, m=self.current_momentum)
-
-    @torch.no_grad()
-    def write_figures(self, batch: dict, out_dir: Path) -> list[Path]:
-        return [views_figure(self.augment, batch["image"], out_dir, "MoCo v2")]

@@ -21,17 +21,15 @@ so each view is contrasted with the whole global batch (the step output "negativ
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.utils import dist
 
-from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
-from ptxssl.pretrain.methods.base import Method, TwoViewConfig
+from ptxssl.pretrain.methods.two_view import TwoViewConfig, TwoViewMethod
 
 
 @dataclass
@@ -39,14 +37,13 @@ class SimCLRConfig(TwoViewConfig):
     temperature: float = opt(0.5, "Softmax temperature of the contrastive (InfoNCE) loss (SimCLR/MoCo).")
 
 
-class SimCLR(Method):
+class SimCLR(TwoViewMethod):
     name = "simclr"
     config_class = SimCLRConfig
-    inputs = "image"  # the two views are made here, from batch["generator"]
+    title = "SimCLR"
 
     def __init__(self, cfg: SimCLRConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
         super().__init__(cfg, in_channels, image_size, num_classes)
-        self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
         self.head = SimCLRProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
 
@@ -59,7 +56,3 @@ class SimCLR(Method):
         loss = self.criterion(z0, z1)
         negatives = 2 * x.shape[0] * dist.world_size() - 2  # per positive, over the global batch
         return {"loss": loss, "negatives": torch.tensor(float(negatives), device=loss.device)}
-
-    @torch.no_grad()
-    def write_figures(self, batch: dict, out_dir: Path) -> list[Path]:
-        return [views_figure(self.augment, batch["image"], out_dir, "SimCLR")]
