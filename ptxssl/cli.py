@@ -175,10 +175,6 @@ def config_options(classes: dict[str, type], skip: tuple[str, ...] = ()):
     return decorate
 
 
-def _overrides(ctx: click.Context, kwargs: dict) -> dict:
-    return {k: v for k, v in kwargs.items() if v is not None}
-
-
 def _pretrain_config_classes() -> dict[str, type]:
     from ptxssl.pretrain.methods import METHODS
     from ptxssl.pretrain.run import PretrainConfig
@@ -201,8 +197,7 @@ def _method_names() -> list[str]:
 @click.option("--overwrite", is_flag=True, help="Start again in an --out that already holds a run.")
 @click.option("--print-config", is_flag=True, help="Print the resolved config (every default) and exit.")
 @config_options(_pretrain_config_classes(), skip=("method",))
-@click.pass_context
-def pretrain(ctx: click.Context, method: str | None, config_file: Path | None, resume: bool, overwrite: bool,
+def pretrain(method: str | None, config_file: Path | None, resume: bool, overwrite: bool,
              print_config: bool, **options) -> None:
     """Pretrain a ResNet-34 encoder on a cache and export encoder.safetensors + encoder.json.
 
@@ -216,7 +211,7 @@ def pretrain(ctx: click.Context, method: str | None, config_file: Path | None, r
     from ptxssl.pretrain.config import flat
     from ptxssl.pretrain.run import pretrain as run, resolve_config
 
-    overrides = _overrides(ctx, options)
+    overrides = {k: v for k, v in options.items() if v is not None}  # what the user typed
     if method:
         overrides["method"] = method
     if resume and not config_file and options.get("out") and (Path(options["out"]) / "config.yaml").is_file():
