@@ -1,0 +1,99 @@
+"""Data commands: `synth`, `prepare`, `info`."""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from ptxssl.cli.common import cli, echo_config, floats
+from ptxssl.datasets.sources import SOURCES
+
+
+@cli.command()
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--count", default=200, help="Images per format.")
+@click.option("--size", default=256, help="Image side in pixels.")
+@click.option("--positive-fraction", default=0.3, help="Share of studies with a pneumothorax.")
+@click.option("--seed", default=0, help="Random seed; the same seed gives the same files.")
+@click.option("--format", "fmt", default="all",
+              type=click.Choice(["siim", "chestxray14", "chexpert", "all"]), help="Which dataset layout to write.")
+@click.option("--workers", default=2, help="Processes rendering images.")
+def synth(out: Path, count: int, size: int, positive_fraction: float, seed: int, fmt: str, workers: int) -> None:
+    """Write synthetic chest X-rays in the real datasets' formats to OUT/<format>/.
+
+    SIIM-ACR DICOM + train-rle.csv, ChestX-ray14 PNG + Data_Entry_2017.csv, CheXpert JPEG +
+    train.csv, each with qc_anomalies.csv (flipped / rotated / inverted images).
+    """
+    from ptxssl.datasets.synth import FORMATS, synthesize
+
+    formats = FORMATS if fmt == "all" else (fmt,)
+    echo_config("synth", {"out": out, "count": count, "size": size, "positive_fraction": positive_fraction,
+                          "seed": seed, "format": fmt, "workers": workers})
+    t0 = time.perf_counter()
+    written = synthesize(out, count=count, size=size, positive_fraction=positive_fraction, seed=seed,
+                         formats=formats, workers=workers)
+    dt = time.perf_counter() - t0
+    for name, n in written.items():
+        click.echo(f"  {out / name}: {n} images")
+    click.echo(f"done in {dt:.1f} s ({sum(written.values()) / dt:.0f} images/s)")
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--dataset", required=True, type=click.Choice(list(SOURCES)), help="Layout of SRC.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="Cache file to write (.h5).")
+@click.option("--size", default=256, help="Side of the square cached images (letterboxed: aspect kept, zero-padded).")
+@click.option("--workers", default=2, help="Decoding processes.")
+@click.option("--on-error", default="stop", type=click.Choice(["stop", "skip"]),
+              help="skip: record unreadable files in OUT.rejects.csv and go on.")
+@click.option("--seed", default=0, help="Seed of the patient-level train/val/test split.")
+@click.option("--split", "fractions", default="0.8,0.1,0.1", help="train,val,test fractions.")
+@click.option("--labels-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="SIIM: the RLE label file, if not in SRC.")
+@click.option("--uncertainty", default="zeros", type=click.Choice(["ones", "zeros", "ignore"]),
+              help="CheXpert: how uncertain (-1) labels are read (ignore = unknown/NaN).")
+@click.option("--all-views", is_flag=True, help="CheXpert: keep lateral views too (default: frontal only).")
+@click.option("--overwrite", is_flag=True, help="Rebuild OUT if it exists.")
+def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_error: str, seed: int,
+            fractions: str, labels_csv: Path | None, uncertainty: str, all_views: bool, overwrite: bool) -> None:
+    """Decode a raw dataset folder SRC once into an HDF5 cache read by all training stages.
+
+    Resumable: rerun the same command after an interruption and it continues.
+    """
+    from ptxssl.datasets.cache import prepare as run
+
+    split = floats(fractions, "--split", 3)
+    options = {"siim": {"labels_csv": labels_csv},
+               "chexpert": {"uncertainty": uncertainty, "frontal_only": not all_views}}.get(dataset, {})
+    echo_config("prepare", dict(src=src, dataset=dataset, out=out, size=size, workers=workers,
+                                 on_error=on_error, seed=seed, split=fractions, **options))
+    summary = run(src, dataset, out, size=size, workers=workers, on_error=on_error, seed=seed,
+                  fractions=split, overwrite=overwrite, **options)
+    for note in summary["notes"]:
+        click.echo(f"  note: {note}")
+    click.echo(f"wrote {out}: {summary['images']} images"
+               + (f", {summary['rejected']} rejected (see {out}.rejects.csv)" if summary["rejected"] else ""))
+
+
+@cli.command()
+@click.argument("cache", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print machine-readable JSON.")
+def info(cache: Path, as_json: bool) -> None:
+    """Print counts, image size, splits and label balance of a cache."""
+    from ptxssl.datasets.cache import cache_info
+
+    summary = cache_info(cache)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+        return
+    click.echo(f"{summary['path']}: {summary['kind']}, {summary['images']} images of "
+               f"{summary['size']}x{summary['size']} from {summary['patients']} patients")
+    click.echo("  split: " + ", ".join(f"{k} {v}" for k, v in summary["split"].items()))
+    click.echo(f"  source: {summary['source']}")
+    for name, c in summary.get("labels", {}).items():
+        n = summary["images"] - c["unknown"]
+        click.echo(f"  {name:<28} {c['positive']:>6} positive / {n} known ({c['positive'] / max(n, 1):.1%})")
+    for note in summary["notes"]:
+        click.echo(f"  note: {note}")

@@ -1,0 +1,60 @@
+"""`ptxssl pretrain`: options generated from the method config dataclasses."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ptxssl.cli.common import cli, config_options, echo_config
+
+
+def _pretrain_config_classes() -> dict[str, type]:
+    from ptxssl.pretrain.methods import METHODS
+    from ptxssl.pretrain.run import PretrainConfig
+
+    return {"all": PretrainConfig, **{name: m.config_class for name, m in METHODS.items()}}
+
+
+def _method_names() -> list[str]:
+    from ptxssl.pretrain.methods import METHODS
+
+    return list(METHODS)
+
+
+@cli.command()
+@click.option("--method", type=click.Choice(_method_names()), default=None,
+              help="Pretraining method [default: ae].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML file of options (unknown keys are an error); command-line options win.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.ckpt.")
+@click.option("--overwrite", is_flag=True, help="Start again in an --out that already holds a run.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config (every default) and exit.")
+@config_options(_pretrain_config_classes(), skip=("method",))
+def pretrain(method: str | None, config_file: Path | None, resume: bool, overwrite: bool,
+             print_config: bool, **options) -> None:
+    """Pretrain a ResNet-34 encoder on a cache and export encoder.safetensors + encoder.json.
+
+    \b
+    Methods: ae (autoencoder), vae (beta-VAE), simclr, moco, byol (contrastive),
+    supervised (weak labels), pseudo (cluster pseudo-labels from `ptxssl cluster`).
+    Method options apply to the methods that have them (see --print-config).
+    """
+    import yaml
+
+    from ptxssl.pretrain.config import flat
+    from ptxssl.pretrain.run import pretrain as run
+    from ptxssl.pretrain.run import resolve_config
+
+    overrides = {k: v for k, v in options.items() if v is not None}  # what the user typed
+    if method:
+        overrides["method"] = method
+    if resume and not config_file and options.get("out") and (Path(options["out"]) / "config.yaml").is_file():
+        config_file = Path(options["out"]) / "config.yaml"  # a resumed run keeps its own config
+    cfg, method_cfg = resolve_config(method or "ae", config_file, overrides)
+    resolved = flat(cfg, method_cfg)
+    if print_config:
+        click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+        return
+    echo_config("pretrain", resolved)
+    out = run(cfg, method_cfg, resume=resume, overwrite=overwrite)
+    click.echo(f"encoder written to {out / 'encoder.safetensors'} (+ encoder.json); logs in {out / 'metrics.csv'}")
