@@ -95,5 +95,7 @@ def info(cache: Path, as_json: bool) -> None:
     for name, c in summary.get("labels", {}).items():
         n = summary["images"] - c["unknown"]
         click.echo(f"  {name:<28} {c['positive']:>6} positive / {n} known ({c['positive'] / max(n, 1):.1%})")
+    if "anomalies" in summary:
+        click.echo("  QC anomalies: " + (", ".join(f"{k} {v}" for k, v in summary["anomalies"].items()) or "none"))
     for note in summary["notes"]:
         click.echo(f"  note: {note}")

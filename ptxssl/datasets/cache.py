@@ -91,6 +91,8 @@ def _open_partial(path: Path, index: Index, size: int) -> h5py.File:
         labels = h5.create_dataset("labels", data=np.stack([r.labels for r in index.records]).astype(np.float32))
         labels.attrs["names"] = index.label_names
     h5.attrs["label_names"] = json.dumps(index.label_names)
+    if index.has_anomaly_labels:
+        h5.create_dataset("anomaly", data=[r.anomaly for r in index.records], dtype=_STR)
     h5.create_dataset("status", (n,), np.uint8, fillvalue=_TODO)
     h5.create_dataset("reasons", (n,), _STR)
     return h5
@@ -237,5 +239,8 @@ def cache_info(path: str | Path) -> dict:
             info["labels"] = {name: {"positive": int((labels[:, k] == 1).sum()),
                                      "unknown": int(np.isnan(labels[:, k]).sum())}
                               for k, name in enumerate(h5["labels"].attrs["names"])}
+        if "anomaly" in h5:
+            names, counts = np.unique(h5["anomaly"].asstr()[:], return_counts=True)
+            info["anomalies"] = {str(a): int(c) for a, c in zip(names, counts) if a}
         info["notes"] = json.loads(h5.attrs.get("notes", "[]"))
     return info

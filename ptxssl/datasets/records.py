@@ -21,6 +21,8 @@ class Record:
         labels: (K,) float32, 1/0, NaN = unknown; None when the source has no labels.
         rles: SIIM mask RLE strings of this image (several rows are merged); () = negative.
         split: an official split from the source ("test" for NIH's test_list), else None.
+        anomaly: a quality-control label from the folder's qc_anomalies.csv ("flipped",
+            "rotated", "inverted", ...); "" = a normal film or not recorded.
     """
 
     image_id: str
@@ -29,6 +31,7 @@ class Record:
     labels: np.ndarray | None = None
     rles: tuple[str, ...] = ()
     split: str | None = None
+    anomaly: str = ""
 
 
 @dataclass
@@ -41,6 +44,8 @@ class Index:
         records: one per unique image found on disk.
         label_names: names of the `labels` columns ([] when there are none).
         has_masks: True for SIIM-style sources with pixel masks.
+        has_anomaly_labels: True when the folder has a qc_anomalies.csv (its labels are in
+            the records' `anomaly`, and the cache stores them for the anomaly stage).
         notes: human-readable findings of the indexing (rows with no image on disk, ...),
             printed by `prepare` and stored in the cache's attributes.
     """
@@ -50,4 +55,5 @@ class Index:
     records: list[Record]
     label_names: list[str] = field(default_factory=list)
     has_masks: bool = False
+    has_anomaly_labels: bool = False
     notes: list[str] = field(default_factory=list)

@@ -11,7 +11,7 @@ from pathlib import Path
 from ptxssl.datasets.chestxray14 import index_chestxray14
 from ptxssl.datasets.chexpert import index_chexpert
 from ptxssl.datasets.folder import index_folder
-from ptxssl.datasets.indexing import require_dir
+from ptxssl.datasets.indexing import preview, read_label_csv, require_columns, require_dir
 from ptxssl.datasets.records import Index
 from ptxssl.datasets.siim import index_siim
 from ptxssl.errors import UserError
@@ -39,4 +39,29 @@ def get_index(kind: str, root: Path, **options) -> Index:
     if unknown:
         raise UserError(f"option(s) {unknown} do not apply to kind {kind!r}; "
                         f"it takes {accepted or 'no options'}")
-    return fn(root, **options)
+    return read_qc_anomalies(fn(root, **options))
+
+
+QC_FILE = "qc_anomalies.csv"
+
+
+def read_qc_anomalies(index: Index) -> Index:
+    """Attach the folder's `qc_anomalies.csv` (image_id,anomaly), if it has one, to the records.
+
+    The synthetic generator writes this file (flipped / rotated / inverted films); a user can
+    write one for real data to measure the anomaly stage against known bad films.
+    """
+    path = index.root / QC_FILE
+    if not path.is_file():
+        return index
+    frame = read_label_csv(path, dtype=str, keep_default_na=False)
+    require_columns(frame, path, ["image_id", "anomaly"])
+    known = {r.image_id: r for r in index.records}
+    unknown = [i for i in frame["image_id"] if i not in known]
+    if unknown:
+        index.notes.append(f"{QC_FILE}: {len(unknown)} id(s) with no image, ignored ({preview(unknown)})")
+    for image_id, anomaly in zip(frame["image_id"], frame["anomaly"]):
+        if image_id in known:
+            known[image_id].anomaly = anomaly.strip()
+    index.has_anomaly_labels = True
+    return index

@@ -174,3 +174,24 @@ def test_prepare_real_nih_and_dicom_folder(shared_data, tmp_path):
     assert set(rejected) == {"emri_small_RLE", "emri_small_big_endian"}
     assert all("frame" in r for r in rejected.values())
     assert summary["images"] == len(list((shared_data / "dicom").glob("*.dcm"))) - 2
+
+
+def test_qc_anomaly_labels_travel_into_the_cache(synth_root, tmp_path):
+    src = synth_root / "chestxray14"
+    prepare(src, "chestxray14", tmp_path / "nih.h5", size=32, workers=1, progress=False)
+    data, _ = _read(tmp_path / "nih.h5")
+    with open(src / "qc_anomalies.csv", newline="") as f:
+        truth = {r["image_id"]: r["anomaly"] for r in csv.DictReader(f)}
+    assert truth, "the synthetic folder should have at least one QC anomaly"
+    assert {i: a for i, a in zip(data["ids"], data["anomaly"]) if a} == truth
+    assert sum(cache_info(tmp_path / "nih.h5")["anomalies"].values()) == len(truth)
+
+
+def test_qc_anomaly_file_without_its_columns_is_named(synth_root, tmp_path):
+    import shutil
+
+    src = tmp_path / "nih"
+    shutil.copytree(synth_root / "chestxray14", src)
+    (src / "qc_anomalies.csv").write_text("id,kind\nx,flipped\n")
+    with pytest.raises(UserError, match=r"qc_anomalies\.csv lacks column"):
+        prepare(src, "chestxray14", tmp_path / "bad.h5", size=32, workers=1, progress=False)
