@@ -38,7 +38,8 @@ class CacheDataset(Dataset):
         self._open: dict[str, h5py.Dataset] = {}
         try:
             with h5py.File(self.path, "r") as h5:
-                all_split = h5["split"].asstr()[:]
+                self.all_split = all_split = h5["split"].asstr()[:]
+                self.anomaly = h5["anomaly"].asstr()[:] if "anomaly" in h5 else None
                 self.all_ids = h5["ids"].asstr()[:]
                 self.labels = h5["labels"][:] if "labels" in h5 else None
                 self.label_names = list(h5["labels"].attrs["names"]) if "labels" in h5 else []
@@ -65,6 +66,10 @@ class CacheDataset(Dataset):
     @property
     def ids(self) -> np.ndarray:
         return self.all_ids[self.rows]
+
+    @property
+    def split(self) -> np.ndarray:
+        return self.all_split[self.rows]
 
     def _datasets(self) -> dict[str, h5py.Dataset]:
         """The open HDF5 datasets of this process (opened on first use, after any fork)."""

@@ -94,6 +94,12 @@ class ChestXrayAugment(nn.Module):
                             torch.stack([sin * w * flip, cos * h, cy], 1)], 1)  # (N, 2, 3)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return self.with_mask(x, None, generator)[0]
+
+    def with_mask(self, x: torch.Tensor, mask: torch.Tensor | None,
+                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Augment images and move their masks (N, 1, S, S) with the same geometry (nearest
+        neighbour, so a mask stays binary); intensity changes touch the images only."""
         c, (n, ch, size, _) = self.cfg, x.shape
         u = torch.rand(n, 14, generator=generator, dtype=torch.float64)  # (N, 14), on the CPU
         noise_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -102,6 +108,9 @@ class ChestXrayAugment(nn.Module):
         theta = self.affine(u[:, :8]).to(x.device, x.dtype)  # (N, 2, 3)
         grid = F.affine_grid(theta, [n, ch, size, size], align_corners=False)  # (N, S, S, 2)
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        if mask is not None:
+            mask = F.grid_sample(mask.to(x.dtype), grid, mode="nearest", padding_mode="zeros",
+                                 align_corners=False)
 
         # intensity: gamma on [0, 1], then contrast about the per-image mean, then brightness
         gamma = _per_sample(_uniform(u[:, 8], -c.gamma, c.gamma).exp(), x)
@@ -121,7 +130,7 @@ class ChestXrayAugment(nn.Module):
         if c.noise_p > 0 and c.noise_std > 0:
             g = torch.Generator(device=x.device).manual_seed(noise_seed)
             x = x + std * torch.randn((n, 1, size, size), generator=g, device=x.device, dtype=x.dtype)
-        return x.clamp(0, 1)
+        return x.clamp(0, 1), mask
 
     def blur(self, x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
         """Separable Gaussian blur, sigma (N,) in pixels per sample (0 = unchanged); reflect padding.

@@ -8,15 +8,19 @@ from typing import Any
 import h5py
 import pytorch_lightning as pl
 import torch
+from safetensors.torch import load_file, save_file
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
+from ptxssl.files import atomic_path
 from ptxssl.pretrain.config import TrainConfig, flat, load_yaml, opt, resolve
 from ptxssl.pretrain.data import train_loader
-from ptxssl.pretrain.encoder import save_encoder
+from ptxssl.pretrain.encoder import load_encoder, save_encoder
 from ptxssl.pretrain.engine import MethodModule, fit, prepare_run_dir
-from ptxssl.pretrain.methods import MethodConfig, get_method
+from ptxssl.pretrain.methods import Method, MethodConfig, get_method
 from ptxssl.pretrain.probe import ProbeCallback
+
+METHOD_FILE = "method.safetensors"  # the whole pretraining model: encoder + heads / decoder
 
 
 @dataclass
@@ -81,7 +85,33 @@ def _export(module: MethodModule, cfg: PretrainConfig, out: Path, trainer: pl.Tr
         batch = torch.utils.data.default_collate([val[i] for i in range(min(8, len(val)))])
         module.eval()
         module.method.write_figures({"image": module.adapt(batch["image"].to(module.device))}, out / "figures")
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in module.method.state_dict().items()}
+    with atomic_path(out / METHOD_FILE) as tmp:
+        save_file(state, str(tmp))
     save_encoder(module.method.encoder, out, {
         "method": cfg.method, "in_channels": cfg.in_channels, "image_size": module.method.image_size,
         "data": _data_meta(cfg.data), "epochs": trainer.current_epoch, "steps": trainer.global_step,
         "seed": cfg.seed, "config": "config.yaml"})
+
+
+def load_method(run_dir: str | Path) -> Method:
+    """The trained method of a pretrain run (encoder + heads / decoder), in eval mode.
+
+    Rebuilt from the run's config.yaml and filled from method.safetensors, so the analysis
+    stage can use an AE's latent code and decoder, not only the exported encoder.
+    """
+    run_dir = Path(run_dir)
+    config, weights = run_dir / "config.yaml", run_dir / METHOD_FILE
+    for path in (config, weights, run_dir / "encoder.json"):
+        if not path.is_file():
+            raise UserError(f"{run_dir}: no {path.name}; pass a folder written by `ptxssl pretrain`")
+    cfg, method_cfg = resolve_config("ae", config)
+    state = load_file(str(weights))
+    cls = get_method(cfg.method)
+    num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else 0
+    _, meta = load_encoder(run_dir)  # also checks the encoder file
+    method = cls(method_cfg, in_channels=cfg.in_channels, image_size=int(meta["image_size"]),
+                 num_classes=num_classes)
+    method.load_state_dict(state, strict=True)
+    return method.eval()
+

@@ -77,3 +77,20 @@ def test_blur_smooths_and_zero_sigma_leaves_the_image(images):
     assert (spread[1:] < spread[:-1]).all()
     torch.testing.assert_close(blurred.mean(dim=(1, 2, 3)), noise.mean(dim=(1, 2, 3)), atol=0.02, rtol=0)
 
+
+
+def test_masks_follow_the_image_geometry_and_stay_binary():
+    square = torch.zeros(4, 1, 64, 64)
+    square[:, :, 10:30, 20:44] = 1
+    cfg = AugmentConfig(rotate=15, translate=0.1, hflip=0.5, crop_scale=(0.5, 1.0),
+                        brightness=0, contrast=0, gamma=0, blur_p=0, noise_p=0)
+    aug = ChestXrayAugment(cfg)
+    image, mask = aug.with_mask(square.clone(), square.clone(), torch.Generator().manual_seed(3))
+    assert set(mask.unique().tolist()) <= {0.0, 1.0}
+    assert not torch.equal(mask, square)  # it moved
+    inter = ((image > 0.5) & (mask > 0.5)).sum((1, 2, 3)).float()
+    union = ((image > 0.5) | (mask > 0.5)).sum((1, 2, 3)).float()
+    assert (inter / union).min() > 0.9
+    # the image part is exactly what forward() gives for the same seed
+    same = aug(square.clone(), torch.Generator().manual_seed(3))
+    assert torch.equal(same, image)

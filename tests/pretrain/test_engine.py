@@ -14,7 +14,7 @@ from ptxssl.errors import UserError
 from ptxssl.pretrain.encoder import build_encoder
 from ptxssl.pretrain.engine import NonFiniteLossError
 from ptxssl.pretrain.methods import ae as ae_module
-from ptxssl.pretrain.run import pretrain, resolve_config
+from ptxssl.pretrain.run import load_method, pretrain, resolve_config
 
 FAST = dict(batch_size=8, workers=0, image_size=32, probe=False)
 
@@ -39,6 +39,18 @@ def test_run_folder_has_config_metrics_checkpoint_figures_and_a_trained_encoder(
     # the checkpoint holds only plain data: it loads without unpickling arbitrary objects
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3 and ckpt["hyper_parameters"]["method"] == "ae"
+    # the whole model (encoder + latent + decoder) comes back for the analysis stage
+    method = load_method(out)
+    assert all(torch.equal(method.encoder.state_dict()[k], v) for k, v in trained.items())
+    x = torch.rand(2, 1, 32, 32)
+    assert method.latent(x).shape == (2, method.cfg.latent_dim)
+    assert method.reconstruct(x).shape == x.shape and 0 <= method.reconstruct(x).min()
+
+
+def test_load_method_names_what_is_missing(tmp_path):
+    (tmp_path / "config.yaml").write_text("method: ae\n")
+    with pytest.raises(UserError, match=r"no method\.safetensors; pass a folder written by `ptxssl pretrain`"):
+        load_method(tmp_path)
 
 
 def test_resume_after_an_interrupted_run_gives_the_same_weights(nih_cache, tmp_path):

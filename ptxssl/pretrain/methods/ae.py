@@ -43,7 +43,12 @@ class AE(Method):
         self.decoder = ConvDecoder(cfg.latent_dim, image_size, in_channels)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) -> (N, latent_dim) codes, for the decoder and the analysis stage."""
         return self.to_latent(deepest(self.encoder, x))  # (N, latent_dim)
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) -> (N, C, S, S) in [0, 1]."""
+        return torch.sigmoid(self.decoder(self.latent(x)))
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         x = batch["image"]
@@ -55,6 +60,6 @@ class AE(Method):
         from ptxssl.pretrain.figures import image_grid
 
         x = batch["image"][:8]
-        recon = torch.sigmoid(self.decoder(self.latent(x)))
+        recon = self.reconstruct(x)
         return [image_grid([x, recon], Path(out_dir) / "reconstructions.png",
                            title="Autoencoder: input (top) and reconstruction (bottom)")]

@@ -62,6 +62,14 @@ class Method(nn.Module):
         """(N, C, S, S) in [0, 1] -> (N, 512) global-average-pooled encoder features."""
         return pooled(self.encoder, x)
 
+    def latent(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(N, C, S, S) -> (N, L) the method's own code (AE latent, VAE μ); None if it has none."""
+        return None
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(N, C, S, S) -> (N, C, S, S) in [0, 1] decoded images; None without a decoder."""
+        return None
+
     def after_step(self, progress: float) -> None:
         """Called after each optimizer step with training progress in [0, 1] (momentum updates)."""
 

@@ -71,9 +71,13 @@ class VAE(Method):
         mu, logvar = self.to_stats(deepest(self.encoder, x)).chunk(2, dim=1)  # (N, latent_dim) x 2
         return mu, logvar.clamp(*LOGVAR_RANGE)
 
-    def latent_mu(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) -> (N, latent_dim) posterior means, for the analysis stage."""
+    def latent(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) -> (N, latent_dim) posterior means μ, for the analysis stage."""
         return self.encode(x)[0]
+
+    def reconstruct(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, S, S) -> (N, C, S, S) in [0, 1]: the decoded posterior mean."""
+        return torch.sigmoid(self.decoder(self.latent(x)))
 
     def reparameterise(self, mu: torch.Tensor, logvar: torch.Tensor,
                        generator: torch.Generator | None) -> torch.Tensor:
@@ -114,7 +118,7 @@ class VAE(Method):
         from ptxssl.pretrain.figures import image_grid
 
         x = batch["image"][:8]
-        recon = torch.sigmoid(self.decoder(self.latent_mu(x)))  # (n, C, S, S)
+        recon = self.reconstruct(x)  # (n, C, S, S)
         g = torch.Generator().manual_seed(SAMPLES_SEED)
         z = torch.randn(16, self.cfg.latent_dim, generator=g).to(x)  # (16, latent_dim)
         samples = torch.sigmoid(self.decoder(z))  # (16, C, S, S)
