@@ -6,7 +6,7 @@ transfer (transfer, compare, predict) and demo.
 """
 from __future__ import annotations
 
-from ptxssl.cli import data, demo, pretrain  # noqa: F401  (register the commands)
+from ptxssl.cli import analysis, data, demo, pretrain, transfer  # noqa: F401  (register the commands)
 from ptxssl.cli.common import cli
 
 __all__ = ["cli", "main"]

@@ -20,14 +20,17 @@ class _Group(click.Group):
             ctx.exit(2)
 
 
-def floats(text: str, option: str, n: int) -> tuple[float, ...]:
-    """Parse "0.8,0.1,0.1" for `option`, or fail with a line saying what was expected."""
+def numbers(text: str, option: str, n: int | None = None, kind: type = float) -> tuple:
+    """Parse "0.8,0.1,0.1" for `option` (exactly `n` numbers when given, else one or more),
+    or fail with a line saying what was expected."""
     try:
-        values = tuple(float(x) for x in text.split(","))
+        values = tuple(kind(x) for x in text.split(","))
     except ValueError:
         values = ()
-    if len(values) != n:
-        raise UserError(f"{option} takes {n} comma-separated numbers like 0.8,0.1,0.1 (got {text!r})")
+    if not values or (n is not None and len(values) != n):
+        count = f"{n} " if n is not None else ""
+        example = "0.8,0.1,0.1" if kind is float else "0,1,2"
+        raise UserError(f"{option} takes {count}comma-separated {kind.__name__}s like {example} (got {text!r})")
     return values
 
 

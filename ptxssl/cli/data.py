@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ptxssl.cli.common import cli, echo_config, floats
+from ptxssl.cli.common import cli, echo_config, numbers
 from ptxssl.datasets.sources import SOURCES
 
 
@@ -64,7 +64,7 @@ def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_erro
     """
     from ptxssl.datasets.cache import prepare as run
 
-    split = floats(fractions, "--split", 3)
+    split = numbers(fractions, "--split", 3)
     options = {"siim": {"labels_csv": labels_csv},
                "chexpert": {"uncertainty": uncertainty, "frontal_only": not all_views}}.get(dataset, {})
     echo_config("prepare", dict(src=src, dataset=dataset, out=out, size=size, workers=workers,

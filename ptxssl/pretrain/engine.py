@@ -1,4 +1,4 @@
-"""Training engine for pretraining: a thin LightningModule around a `Method`.
+"""Training engine for pretraining and transfer: thin LightningModules on one Trainer setup.
 
 PyTorch Lightning gives the one code path for CPU, one GPU, several GPUs and nodes (DDP),
 mixed precision, gradient accumulation, progress bars, CSV/TensorBoard logs and checkpoints;
@@ -33,24 +33,46 @@ from ptxssl.pretrain.methods.base import Method
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
 # Lightning's advertisement for its cloud logger, and two warnings that do not apply here: the
-# CSV log shares the run folder with config.yaml by design; LeafSpec is Lightning-internal.
+# CSV log shares the run folder with config.yaml by design; LeafSpec is Lightning-internal; a
+# resumed run writes into its own checkpoint folder.
 for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
     logging.getLogger(_name).addFilter(lambda record: "litlogger" not in record.getMessage())
 warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")  # a resume
 
 
 class NonFiniteLossError(UserError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
-class MethodModule(pl.LightningModule):
+class EngineModule(pl.LightningModule):
+    """What every ptxssl LightningModule shares: the resolved config saved in checkpoints,
+    augmentation randomness that a resume repeats, and a stop on a non-finite loss."""
+
+    def __init__(self, config: dict, run_dir: Path) -> None:
+        super().__init__()
+        self.config, self.run_dir = config, Path(run_dir)
+        self.save_hyperparameters(config)  # plain values only: checkpoints load with weights_only
+
+    def _generator(self) -> torch.Generator:
+        """Augmentation randomness from (seed, step, rank): identical after a resume."""
+        seed = (self.config["seed"] * 1_000_003 + self.global_step) * 97 + self.global_rank
+        return torch.Generator().manual_seed(seed)
+
+    def check_finite(self, loss: torch.Tensor) -> None:
+        if not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"loss became {loss.item()} at step {self.global_step}; the last good checkpoint is "
+                f"{self.run_dir / CHECKPOINT} (lower --lr or use --precision 32-true, then --resume)")
+
+
+class MethodModule(EngineModule):
     """Lightning's view of a method: one `step` per batch, its optimizer, its momentum hook."""
 
     def __init__(self, method: Method, config: dict, run_dir: Path) -> None:
-        super().__init__()
-        self.method, self.config, self.run_dir = method, config, run_dir
-        self.save_hyperparameters(config)  # plain values only: checkpoints load with weights_only
+        super().__init__(config, run_dir)
+        self.method = method
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
         """Cache images -> the method's input: resized to its size, grey copied to RGB if 3-channel."""
@@ -62,18 +84,10 @@ class MethodModule(pl.LightningModule):
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.method.embed(self.adapt(x))
 
-    def _generator(self) -> torch.Generator:
-        """Augmentation randomness from (seed, step, rank): identical after a resume."""
-        seed = (self.config["seed"] * 1_000_003 + self.global_step) * 97 + self.global_rank
-        return torch.Generator().manual_seed(seed)
-
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         losses = self.method.step({**batch, "image": self.adapt(batch["image"]), "generator": self._generator()})
         loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"loss became {loss.item()} at step {self.global_step}; the last good checkpoint is "
-                f"{self.run_dir / CHECKPOINT} (lower --lr or use --precision 32-true, then --resume)")
+        self.check_finite(loss)
         self.log_dict({k: v.detach() for k, v in losses.items()}, prog_bar=True, on_step=True, on_epoch=True)
         return loss
 
@@ -139,15 +153,15 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
                       log_every_n_steps=1, num_sanity_val_steps=0)
 
 
-def fit(module: MethodModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Path | None,
-        callbacks: list[pl.Callback], progress: bool = True) -> pl.Trainer:
+def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Path | None,
+        callbacks: list[pl.Callback], progress: bool = True, val_loader=None) -> pl.Trainer:
     """Save the config, then train (resuming from `ckpt`) with checkpoints loaded weights-only."""
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(run_dir / "config.yaml", module.config)
     trainer = make_trainer(cfg, run_dir, callbacks, progress)
     t0 = time.perf_counter()
-    trainer.fit(module, loader, ckpt_path=ckpt, weights_only=True)
+    trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
     trainer.fit_seconds = time.perf_counter() - t0
     return trainer
 

@@ -1,0 +1,118 @@
+"""Transfer commands: `transfer` (one UNet run), `compare` (a grid of runs), `predict`."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ptxssl.cli.common import cli, config_options, echo_config, numbers
+
+
+@cli.command()
+@click.argument("dicom_dir", type=click.Path(path_type=Path))
+@click.option("--model", "run_dir", required=True, type=click.Path(path_type=Path),
+              help="Transfer run folder (holding model/ and ptxssl.json).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Submission CSV to write (ImageId,EncodedPixels; SIIM RLE, -1 = empty).")
+@click.option("--overlays", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write one PNG per image with the mask in red to this folder.")
+@click.option("--batch-size", default=8, help="Images per forward pass.")
+@click.option("--on-error", default="stop", type=click.Choice(["stop", "skip"]),
+              help="skip: leave unreadable DICOMs out of the CSV and list them.")
+def predict(dicom_dir: Path, run_dir: Path, out: Path, overlays: Path | None, batch_size: int,
+            on_error: str) -> None:
+    """Segment every DICOM under DICOM_DIR with a trained UNet; write a SIIM submission CSV.
+
+    Uses the run's image size, normalisation and tuned threshold / minimum area; masks come
+    back at each DICOM's own size. ImageId is the SOPInstanceUID.
+    """
+    from ptxssl.transfer.predict import predict_dicoms
+
+    echo_config("predict", {"model": run_dir, "dicoms": dicom_dir, "out": out, "overlays": overlays,
+                            "batch_size": batch_size, "on_error": on_error})
+    summary = predict_dicoms(run_dir, dicom_dir, out, overlays_dir=overlays, batch_size=batch_size,
+                             on_error=on_error)
+    for path, reason in summary["skipped"]:
+        click.echo(f"  skipped {path}: {reason}")
+    if summary["duplicates"]:
+        click.echo(f"  note: {len(summary['duplicates'])} ImageIds (SOPInstanceUIDs) occur in several "
+                   f"files, e.g. {summary['duplicates'][0]}; SIIM scoring unions their rows")
+    click.echo(f"wrote {out}: {summary['images']} images, {summary['positive']} with a mask"
+               + (f", {len(summary['skipped'])} skipped" if summary["skipped"] else "")
+               + (f"; overlays in {overlays}" if overlays else ""))
+
+
+def _transfer_config_class() -> dict[str, type]:
+    from ptxssl.transfer.run import TransferConfig
+
+    return {"transfer": TransferConfig}
+
+
+@cli.command()
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML file of options (unknown keys are an error); command-line options win.")
+@click.option("--resume", is_flag=True, help="Continue the run in --out from checkpoints/last.ckpt.")
+@click.option("--overwrite", is_flag=True, help="Start again in an --out that already holds a run.")
+@click.option("--print-config", is_flag=True, help="Print the resolved config (every default) and exit.")
+@config_options(_transfer_config_class())
+def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_config: bool, **options) -> None:
+    """Train a UNet (ResNet-34 encoder from --encoder) on a SIIM cache and score the test split.
+
+    \b
+    --encoder: random | imagenet | imagenet:FILE (torchvision resnet34 weights on disk) |
+               an encoder.safetensors | a `ptxssl pretrain` run folder.
+    Post-processing (threshold, minimum mask area) is tuned on val, then applied to test.
+    """
+    import yaml
+
+    from ptxssl.pretrain.config import flat
+    from ptxssl.transfer.run import resolve_config, transfer as run
+
+    overrides = {k: v for k, v in options.items() if v is not None}
+    if resume and not config_file and options.get("out") and (Path(options["out"]) / "config.yaml").is_file():
+        config_file = Path(options["out"]) / "config.yaml"  # a resumed run keeps its own config
+    cfg = resolve_config(config_file, overrides)
+    if print_config:
+        click.echo(yaml.safe_dump(flat(cfg), sort_keys=False).rstrip())
+        return
+    echo_config("transfer", flat(cfg))
+    metrics = run(cfg, resume=resume, overwrite=overwrite)
+    if metrics:
+        test, tuned = metrics["test"], metrics["val_tuned"]
+        click.echo(f"test SIIM score {test['siim_dice']:.4f}, positive-image Dice {test['positive_dice']:.4f}, "
+                   f"image AUROC {test['image_auroc']:.4f} ({metrics['test_images']} images; threshold "
+                   f"{tuned['threshold']:g}, min area {tuned['min_area_fraction']:g} of the image, tuned on val)")
+        click.echo(f"model in {Path(cfg.out) / 'model'} (smp from_pretrained); metrics in {Path(cfg.out) / 'metrics.json'}")
+
+
+@cli.command()
+@click.option("--encoder", "encoders", multiple=True, required=True,
+              help="An encoder init, repeatable; NAME=INIT names it (e.g. vae=runs/vae).")
+@click.option("--fractions", default="0.01,0.1,1.0", help="Label fractions, comma-separated.")
+@click.option("--seeds", default="0,1,2", help="Seeds, comma-separated.")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="YAML file of transfer options for every cell; command-line options win.")
+@config_options(_transfer_config_class(), skip=("encoder", "label_fraction", "label_count", "seed"))
+def compare(encoders: tuple[str, ...], fractions: str, seeds: str, config_file: Path | None, **options) -> None:
+    """Transfer every --encoder at every label fraction and seed; summarise with paired intervals.
+
+    Writes OUT/results.csv (one row a run), OUT/table.md (mean ± std and the difference from
+    ImageNet, or random, with a paired bootstrap 95% interval) and OUT/dice_vs_fraction.png.
+    Finished cells are skipped when the command is rerun.
+    """
+    from ptxssl.pretrain.config import flat
+    from ptxssl.transfer.compare import compare as run, parse_encoders
+    from ptxssl.transfer.run import resolve_config
+
+    fraction_list = list(numbers(fractions, "--fractions"))
+    seed_list = list(numbers(seeds, "--seeds", kind=int))
+    named = parse_encoders(list(encoders))
+    cfg = resolve_config(config_file, {k: v for k, v in options.items() if v is not None})
+    if not cfg.out:
+        raise click.UsageError("--out is required: the folder for the grid")
+    echo_config("compare", {"encoders": named, "fractions": fraction_list, "seeds": seed_list, **flat(cfg)})
+    run(cfg, named, fraction_list, seed_list, cfg.out, echo=click.echo)
+    out = Path(cfg.out)
+    click.echo((out / "table.md").read_text().rstrip())
+    click.echo(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'dice_vs_fraction.png'}")
+

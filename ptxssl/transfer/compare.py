@@ -1,0 +1,150 @@
+"""`ptxssl compare`: encoders x label fractions x seeds, each cell one `transfer` run.
+
+Cells live in OUT/runs/<encoder>/f<fraction>-s<seed>/ and a finished cell (its metrics.json
+exists) is skipped on rerun; a cell killed midway resumes from its last checkpoint. The
+summary compares every encoder with a baseline (ImageNet when in the grid, else random) by a
+paired bootstrap over test images: the same test images are scored by both encoders, so the
+per-image differences carry the comparison, not the spread between images.
+"""
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from ptxssl.errors import UserError
+from ptxssl.files import atomic_path, write_text
+from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.transfer.run import TransferConfig, transfer
+
+RESULT_COLUMNS = ["encoder", "init", "fraction", "seed", "labelled_images", "siim_dice", "positive_dice",
+                  "image_auroc", "threshold", "min_area_fraction", "best_epoch", "seconds"]
+
+
+def parse_encoders(specs: list[str]) -> dict[str, str]:
+    """["random", "vae=runs/vae", "imagenet:w.pth"] -> {name: init}; names become folder names."""
+    encoders: dict[str, str] = {}
+    for spec in specs:
+        name, init = spec.split("=", 1) if "=" in spec and not spec.startswith("imagenet:") else ("", spec)
+        name = name or _default_name(init)
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise UserError(f"--encoder {spec!r}: name {name!r} may hold letters, digits, '.', '_', '-' only; "
+                            "write NAME=INIT")
+        if name in encoders:
+            raise UserError(f"--encoder {spec!r}: the name {name!r} is used twice; write NAME=INIT")
+        encoders[name] = init
+    return encoders
+
+
+def _default_name(init: str) -> str:
+    if init in ("random", "imagenet") or init.startswith("imagenet:"):
+        return init.split(":")[0]
+    path = Path(init)
+    return (path.parent.name if path.suffix == ".safetensors" else path.name) or "encoder"
+
+
+def run_cell(base: TransferConfig, out: Path, init: str, fraction: float, seed: int, progress: bool) -> dict:
+    """One transfer run in `out`, skipped when finished, resumed when interrupted."""
+    done = out / "metrics.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    resume = (out / CHECKPOINT).is_file()
+    cfg = replace(base, encoder=init, label_fraction=fraction, label_count=0, seed=seed, out=str(out))
+    return transfer(cfg, resume=resume, overwrite=out.exists() and not resume, progress=progress)
+
+
+def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[float], seeds: list[int],
+            out: str | Path, progress: bool = True, echo=print) -> pd.DataFrame:
+    """Run the grid, then write results.csv, table.md and dice_vs_fraction.png into `out`."""
+    out = Path(out)
+    rows = []
+    cells = [(n, f, s) for n in encoders for f in fractions for s in seeds]
+    for i, (name, fraction, seed) in enumerate(cells, 1):
+        cell = out / "runs" / name / f"f{fraction:g}-s{seed}"
+        t0 = time.perf_counter()
+        skipped = (cell / "metrics.json").is_file()
+        metrics = run_cell(base, cell, encoders[name], fraction, seed, progress)
+        test, tuned = metrics["test"], metrics["val_tuned"]
+        echo(f"[{i}/{len(cells)}] {name} fraction {fraction:g} seed {seed}: SIIM score {test['siim_dice']:.4f}"
+             + (" (done before)" if skipped else f" ({time.perf_counter() - t0:.0f} s)"))
+        rows.append({"encoder": name, "init": encoders[name], "fraction": fraction, "seed": seed,
+                     "labelled_images": metrics["labelled_images"], "siim_dice": test["siim_dice"],
+                     "positive_dice": test["positive_dice"], "image_auroc": test["image_auroc"],
+                     "threshold": tuned["threshold"], "min_area_fraction": tuned["min_area_fraction"],
+                     "best_epoch": metrics["best_epoch"], "seconds": metrics.get("seconds", float("nan"))})
+    results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "results.csv") as tmp:
+        results.to_csv(tmp, index=False)
+    write_text(out / "table.md", summary_table(results, out / "runs", seed_count=len(seeds)))
+    dice_vs_fraction(results, out / "dice_vs_fraction.png")
+    return results
+
+
+def baseline_of(names: list[str]) -> str:
+    """ImageNet when it is in the grid, else random, else the first encoder."""
+    return next((n for n in ("imagenet", "random") if n in names), names[0])
+
+
+def _per_image(runs: Path, name: str, fraction: float) -> pd.Series:
+    """Per-image test Dice of an encoder at a fraction, averaged over its seeds."""
+    frames = [pd.read_csv(p, index_col="image_id")["dice"]
+              for p in sorted((runs / name).glob(f"f{fraction:g}-s*/test_dice.csv"))]
+    return pd.concat(frames, axis=1).mean(axis=1)
+
+
+def paired_bootstrap(diff: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
+    """95% interval of the mean of paired per-image differences, resampling images."""
+    rng = np.random.default_rng(seed)
+    means = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)  # (n_boot,)
+    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def summary_table(results: pd.DataFrame, runs: Path, seed_count: int) -> str:
+    """Markdown: mean ± std test SIIM score per encoder and fraction, and the paired difference
+    from the baseline with its bootstrap 95% interval."""
+    names = list(dict.fromkeys(results["encoder"]))
+    base = baseline_of(names)
+    lines = [f"Test SIIM score (mean ± std over {seed_count} seed(s)); Δ = difference from `{base}` with a "
+             "paired bootstrap 95% interval over test images (per-image Dice averaged over seeds).", "",
+             "| encoder | label fraction | labelled images | SIIM score | positive Dice | Δ vs " + base + " |",
+             "|---|---|---|---|---|---|"]
+    for (name, fraction), g in results.groupby(["encoder", "fraction"], sort=False):
+        delta = "—"
+        if name != base and ((results["encoder"] == base) & (results["fraction"] == fraction)).any():
+            a, b = _per_image(runs, name, fraction), _per_image(runs, base, fraction)
+            diff = (a - b.reindex(a.index)).to_numpy()
+            lo, hi = paired_bootstrap(diff)
+            delta = f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
+        lines.append(f"| {name} | {fraction:g} | {int(g['labelled_images'].mean())} | "
+                     f"{g['siim_dice'].mean():.4f} ± {g['siim_dice'].std(ddof=1) if len(g) > 1 else 0:.4f} | "
+                     f"{g['positive_dice'].mean():.4f} | {delta} |")
+    return "\n".join(lines) + "\n"
+
+
+def dice_vs_fraction(results: pd.DataFrame, path: Path) -> Path:
+    """Mean ± std test score against the label fraction (log axis), one line per encoder."""
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    for name, g in results.groupby("encoder", sort=False):
+        stats = g.groupby("fraction")["siim_dice"].agg(["mean", "std"]).fillna(0)
+        ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("fraction of training labels used (log scale)")
+    ax.set_ylabel("test SIIM score (mean Dice per image)")
+    ax.set_title("Pneumothorax segmentation vs label budget")
+    ax.grid(alpha=0.3)
+    ax.legend(title="encoder init")
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,103 @@
+"""Lightning's view of the UNet: loss, augmentation, encoder freezing, validation score."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment
+from ptxssl.pretrain.config import flat
+from ptxssl.pretrain.encoder import NORMALIZATION
+from ptxssl.pretrain.engine import EngineModule
+from ptxssl.transfer.losses import SegmentationLoss
+from ptxssl.transfer.model import model_input
+
+VAL_THRESHOLD = 0.5  # the per-epoch validation score uses a plain threshold; tuning comes after training
+
+
+def segmentation_augment(hflip: float) -> ChestXrayAugment:
+    """Flips and small affine / intensity changes (no crops that could cut a pneumothorax away)."""
+    return ChestXrayAugment(AugmentConfig(crop_scale=(0.85, 1.0), crop_ratio=(0.9, 1.1), rotate=10.0,
+                                          translate=0.05, hflip=hflip, brightness=0.05, contrast=0.1,
+                                          gamma=0.1, blur_p=0.0, noise_p=0.0))
+
+
+def dice_at(probs: torch.Tensor, masks: torch.Tensor, threshold: float = VAL_THRESHOLD) -> torch.Tensor:
+    """(N, 1, S, S) probabilities and masks -> (N,) Dice per image, 1 when both are empty."""
+    pred, truth = probs > threshold, masks > 0.5
+    inter = (pred & truth).sum((1, 2, 3)).float()
+    total = (pred.sum((1, 2, 3)) + truth.sum((1, 2, 3))).float()
+    return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
+
+
+class SegmentationModule(EngineModule):
+    """A UNet trained on (image, mask) batches of a SIIM cache.
+
+    Images arrive in [0, 1] at the cache's size; `adapt` resizes them (masks with nearest
+    neighbour) to the run's size and normalises them the way the encoders were pretrained.
+    """
+
+    def __init__(self, unet: nn.Module, cfg, image_size: int, run_dir: str | Path = ".") -> None:
+        super().__init__(flat(cfg), Path(run_dir))
+        self.unet, self.cfg, self.image_size = unet, cfg, image_size
+        self.loss = SegmentationLoss(cfg.focal_weight, cfg.dice_weight)
+        self.augment = segmentation_augment(cfg.hflip) if cfg.augment else None
+
+    def adapt(self, x: torch.Tensor, mask: torch.Tensor | None = None):
+        if x.shape[-1] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
+            if mask is not None:
+                mask = F.interpolate(mask, size=(self.image_size,) * 2, mode="nearest")
+        return x, mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, S, S) in [0, 1] -> (N, 1, S, S) logits."""
+        return self.unet(model_input(x, self.unet.encoder.conv1.in_channels, NORMALIZATION))
+
+    def encoder_frozen(self) -> bool:
+        return self.current_epoch < self.cfg.freeze_epochs
+
+    def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
+        frozen = self.encoder_frozen()
+        self.unet.encoder.requires_grad_(not frozen)
+        if frozen:  # BatchNorm must not drift while its weights stand still
+            self.unet.encoder.eval()
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x, mask = self.adapt(batch["image"], batch["mask"])
+        if self.augment is not None:
+            x, mask = self.augment.with_mask(x, mask, self._generator())
+        losses = self.loss(self(x), mask)
+        self.check_finite(losses["loss"])
+        self.log_dict({k: v.detach() for k, v in losses.items()}, prog_bar=True, on_step=True, on_epoch=True,
+                      batch_size=x.shape[0])
+        return losses["loss"]
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x, mask = self.adapt(batch["image"], batch["mask"])
+        dice = dice_at(torch.sigmoid(self(x)), mask)  # (N,)
+        self.log("val_score", dice.mean(), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+
+    def configure_optimizers(self):
+        encoder = list(self.unet.encoder.parameters())
+        others = [p for n, p in self.unet.named_parameters() if not n.startswith("encoder.")]
+        return torch.optim.Adam([{"params": others, "lr": self.cfg.lr},
+                                 {"params": encoder, "lr": self.cfg.lr * self.cfg.encoder_lr_scale}])
+
+
+@torch.no_grad()
+def predict_loader(module: SegmentationModule, loader: DataLoader, progress: bool = False
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, S, S) float32 and masks (N, S, S) bool at the run's size, in loader order."""
+    device = next(module.parameters()).device
+    probs, masks = [], []
+    for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
+        x, mask = module.adapt(batch["image"].to(device), batch["mask"].to(device))
+        probs.append(torch.sigmoid(module(x))[:, 0].float().cpu().numpy())
+        masks.append(mask[:, 0].cpu().numpy() > 0.5)
+    return np.concatenate(probs), np.concatenate(masks)

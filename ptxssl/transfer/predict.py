@@ -1,0 +1,149 @@
+"""Run a trained UNet on a folder of DICOMs: a SIIM-format submission CSV and mask overlays.
+
+Each image goes through exactly the training-time path: `read_dicom` (the reader `prepare`
+uses), `letterbox` to the run's image size, the stored normalisation, the UNet, sigmoid, and
+the post-processing tuned on the validation split (ptxssl.json). Post-processing happens at
+the model's resolution, where the threshold and minimum area were tuned; the mask is then
+cut out of the letterbox padding and resized (nearest) to the DICOM's own rows x columns.
+
+CSV: `ImageId,EncodedPixels`, ImageId = the DICOM's SOPInstanceUID (the SIIM convention; the
+file stem when the tag is empty), EncodedPixels = SIIM relative column-major RLE or -1.
+
+Unreadable files: `on_error="stop"` (default) fails on the first one with its one-line
+reason, since a submission missing an image is usually worse than no submission;
+`on_error="skip"` leaves it out of the CSV and lists it in the returned summary (the same
+choice `prepare --on-error` offers).
+
+Overlays (optional) mirror the DICOM folder tree: DIR/a/b.dcm -> OVERLAYS/a/b.png.
+
+Two files with the same SOPInstanceUID (a copy with an edited header, say) both get a row; in
+SIIM's format rows of one ImageId are unioned, so the summary lists such ids as duplicates.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from ptxssl.datasets.dicom import read_dicom
+from ptxssl.datasets.images import _fit, letterbox, to_uint8
+from ptxssl.datasets.rle import encode_siim
+from ptxssl.errors import UserError
+from ptxssl.files import atomic_path, write_text
+from ptxssl.transfer.metrics import postprocess
+from ptxssl.transfer.model import load_model, model_input
+
+DICOM_SUFFIXES = (".dcm", ".dicom")
+
+
+def find_dicoms(folder: str | Path) -> list[Path]:
+    """*.dcm / *.dicom (any case) under `folder`, recursively, in sorted order."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"{folder}: not a folder; pass the folder holding the DICOM files")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in DICOM_SUFFIXES and p.is_file())
+    if not files:
+        raise UserError(f"{folder}: no .dcm files found (searched subfolders too)")
+    return files
+
+
+@torch.no_grad()
+def predict_probs(model: torch.nn.Module, images: np.ndarray, meta: dict) -> np.ndarray:
+    """(N, S, S) letterboxed grey [0, 1] -> (N, S, S) float32 pneumothorax probabilities."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None].to(device)
+    x = model_input(x, int(meta["in_channels"]), meta["normalization"])  # (N, C, S, S)
+    return torch.sigmoid(model(x))[:, 0].float().cpu().numpy()
+
+
+def unletterbox(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Undo `letterbox` for a mask: (S, S) -> (rows, cols) bool, nearest neighbour.
+
+    Crops the region `letterbox` filled (same geometry) and samples it at each output pixel
+    centre: source index = floor((i + 0.5) * inner / out), in integers so that exact ties
+    (frequent with round sizes) do not depend on float rounding (Pillow's fixed-point
+    nearest resize breaks them either way).
+    """
+    size = mask.shape[0]
+    new_h, new_w = _fit(rows, cols, size)
+    top, left = (size - new_h) // 2, (size - new_w) // 2
+    inner = np.asarray(mask)[top:top + new_h, left:left + new_w]  # (new_h, new_w)
+    r = (2 * np.arange(rows, dtype=np.int64) + 1) * new_h // (2 * rows)  # (rows,)
+    c = (2 * np.arange(cols, dtype=np.int64) + 1) * new_w // (2 * cols)  # (cols,)
+    return inner[r[:, None], c[None, :]] != 0
+
+
+def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """(H, W) grey [0, 1] + (H, W) mask -> (H, W, 3) uint8: red tint inside, red outline."""
+    grey = to_uint8(image)
+    rgb = np.repeat(grey[..., None], 3, axis=2).astype(np.float32)  # (H, W, 3)
+    mask = mask.astype(bool)
+    rgb[mask] = 0.6 * rgb[mask] + 0.4 * np.array([255.0, 0.0, 0.0])
+    edge = mask & ~ndimage.binary_erosion(mask, iterations=max(1, min(mask.shape) // 256))
+    rgb[edge] = (255.0, 0.0, 0.0)
+    return rgb.round().astype(np.uint8)
+
+
+def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Path,
+                   overlays_dir: str | Path | None = None, batch_size: int = 8,
+                   progress: bool = True, on_error: str = "stop") -> dict:
+    """Segment every DICOM under `dicom_dir` with the transfer run `run_dir`.
+
+    Returns:
+        {"csv", "images" (rows written), "positive" (non-empty masks), "skipped"
+        ([(file, reason)], only with on_error="skip"), "duplicates" (ImageIds written more
+        than once), "overlays" (folder or None)}.
+    Raises:
+        UserError: bad run folder, no DICOMs, an unreadable DICOM (on_error="stop").
+    """
+    if on_error not in ("stop", "skip"):
+        raise UserError(f"--on-error must be stop or skip (got {on_error!r})")
+    if batch_size < 1:
+        raise UserError(f"--batch-size must be >= 1 (got {batch_size})")
+    model, meta = load_model(run_dir)
+    dicom_dir = Path(dicom_dir)
+    files = find_dicoms(dicom_dir)
+    size, threshold, area = int(meta["image_size"]), meta["threshold"], meta["min_area_fraction"]
+    overlays = Path(overlays_dir) if overlays_dir is not None else None
+    rows, skipped, positive = [], [], 0  # rows: (ImageId, EncodedPixels)
+    bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
+    for start in range(0, len(files), batch_size):
+        batch = []  # (path, image (H, W), dicom meta)
+        for path in files[start:start + batch_size]:
+            try:
+                batch.append((path, *read_dicom(path)))
+            except UserError as e:
+                if on_error == "stop":
+                    raise
+                skipped.append((str(path), str(e)))
+        bar.update(len(files[start:start + batch_size]))
+        if not batch:
+            continue
+        probs = predict_probs(model, np.stack([letterbox(img, size) for _, img, _ in batch]), meta)
+        masks = postprocess(probs, threshold, area)  # (n, S, S) bool
+        for (path, image, info), mask in zip(batch, masks):
+            full = unletterbox(mask, *image.shape)  # (rows, cols)
+            image_id = info.get("sop_uid") or path.stem
+            rows.append((image_id, encode_siim(full)))
+            positive += bool(full.any())
+            if overlays is not None:
+                png = overlays / path.relative_to(dicom_dir).with_suffix(".png")  # mirrors the tree
+                with atomic_path(png) as tmp:
+                    Image.fromarray(overlay(image, full)).save(tmp, format="PNG")
+    bar.close()
+    out_csv = Path(out_csv)
+    text = io.StringIO()
+    csv.writer(text, lineterminator="\n").writerows([("ImageId", "EncodedPixels"), *rows])
+    write_text(out_csv, text.getvalue())
+    ids = Counter(image_id for image_id, _ in rows)
+    return {"csv": str(out_csv), "images": len(rows), "positive": positive,
+            "skipped": skipped, "duplicates": sorted(i for i, n in ids.items() if n > 1),
+            "overlays": str(overlays) if overlays is not None else None}

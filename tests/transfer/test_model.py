@@ -1,0 +1,239 @@
+"""build_unet's inits (random, imagenet, imagenet:FILE, ptxssl encoder), bad weight files, and
+the save_model / load_model round trip through smp's own format. Never touches the network."""
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import segmentation_models_pytorch as smp
+import torch
+import torchvision
+from safetensors.torch import save_file
+from segmentation_models_pytorch.encoders._utils import patch_first_conv
+
+from ptxssl.errors import UserError
+from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, save_encoder
+from ptxssl.transfer.model import build_unet, load_model, model_input, save_model
+
+
+def _assert_state_equal(module: torch.nn.Module, state: dict) -> None:
+    own = module.state_dict()
+    assert set(own) == {k for k in state if not k.startswith("fc.")}
+    for k, v in own.items():
+        assert torch.equal(v, state[k]), k
+
+
+def _scrambled(module: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Give every parameter and BN buffer values no initialiser would produce."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tv34_file(tmp_path_factory) -> tuple[Path, dict]:
+    torch.manual_seed(1)
+    state = _scrambled(torchvision.models.resnet34(weights=None), 1).state_dict()
+    path = tmp_path_factory.mktemp("tv") / "resnet34.pth"
+    torch.save(state, path)
+    return path, state
+
+
+def _one_line_error(init: str, in_channels: int = 1) -> str:
+    with pytest.raises(UserError) as err:
+        build_unet(init, in_channels=in_channels)
+    assert "\n" not in str(err.value)
+    return str(err.value)
+
+
+def test_random_is_seeded():
+    torch.manual_seed(0)
+    a, desc = build_unet("random")
+    torch.manual_seed(0)
+    b, _ = build_unet("random")
+    torch.manual_seed(1)
+    c, _ = build_unet("random")
+    assert desc == {"init": "random", "spec": "random", "source": None, "sha1": None, "in_channels": 1}
+    assert a.encoder.conv1.weight.shape == (64, 1, 7, 7)
+    assert torch.equal(a.encoder.conv1.weight, b.encoder.conv1.weight)
+    assert not torch.equal(a.encoder.conv1.weight, c.encoder.conv1.weight)
+    assert not torch.equal(a.decoder.blocks[0].conv1[0].weight, c.decoder.blocks[0].conv1[0].weight)
+
+
+@pytest.mark.parametrize("as_folder", [False, True])
+def test_ptxssl_encoder_lands_tensor_for_tensor(tmp_path, as_folder):
+    encoder = _scrambled(build_encoder(1), 7)
+    weights = save_encoder(encoder, tmp_path / "run", {"in_channels": 1, "method": "simclr"})
+    torch.manual_seed(0)
+    unet, desc = build_unet(str(tmp_path / "run" if as_folder else weights))
+    torch.manual_seed(0)
+    reference, _ = build_unet("random")
+    _assert_state_equal(unet.encoder, encoder.state_dict())
+    assert not torch.equal(unet.encoder.conv1.weight, reference.encoder.conv1.weight)
+    for name in ("decoder", "segmentation_head"):  # only the encoder is replaced
+        for (k, v), w in zip(getattr(unet, name).state_dict().items(),
+                             getattr(reference, name).state_dict().values()):
+            assert torch.equal(v, w), f"{name}.{k}"
+    assert desc["init"] == "encoder" and desc["method"] == "simclr"
+    assert desc["source"] == str(weights)
+    assert desc["sha1"] == hashlib.sha1(weights.read_bytes()).hexdigest()
+
+
+def test_imagenet_file_one_channel_is_smp_adaptation(tv34_file):
+    path, state = tv34_file
+    unet, desc = build_unet(f"imagenet:{path}", in_channels=1)
+    conv1 = unet.encoder.conv1.weight
+    assert torch.equal(conv1, state["conv1.weight"].sum(1, keepdim=True))  # RGB kernels summed
+    tv = torchvision.models.resnet34(weights=None)
+    tv.load_state_dict(state)
+    patch_first_conv(tv, new_in_channels=1, pretrained=True)  # what smp does to ImageNet weights
+    assert torch.equal(conv1, tv.conv1.weight)
+    rest = {k: v for k, v in state.items() if k != "conv1.weight"}
+    own = unet.encoder.state_dict()
+    assert all(torch.equal(own[k], v) for k, v in rest.items() if not k.startswith("fc."))
+    assert desc == {"init": "imagenet", "spec": f"imagenet:{path}", "source": str(path),
+                    "sha1": hashlib.sha1(path.read_bytes()).hexdigest(), "in_channels": 1}
+
+
+def test_imagenet_file_three_channels_and_safetensors(tv34_file, tmp_path):
+    path, state = tv34_file
+    st = tmp_path / "resnet34.safetensors"
+    save_file({k: v.contiguous() for k, v in state.items()}, str(st))
+    for f in (path, st):
+        unet, _ = build_unet(f"imagenet:{f}", in_channels=3)
+        _assert_state_equal(unet.encoder, state)
+
+
+def test_imagenet_offline_is_one_line_pointing_to_file(monkeypatch, tmp_path):
+    import huggingface_hub.constants as hf
+
+    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # no cached weights
+    message = _one_line_error("imagenet")
+    assert "imagenet:FILE" in message and "resnet34" in message
+
+
+def test_bad_weight_files_name_the_file(tmp_path):
+    r18 = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), r18)
+    message = _one_line_error(f"imagenet:{r18}")
+    assert str(r18) in message and "missing" in message and "layer1.2" in message
+
+    junk = tmp_path / "junk.pth"
+    torch.save({"foo": torch.zeros(3)}, junk)
+    message = _one_line_error(f"imagenet:{junk}")
+    assert str(junk) in message and "unexpected" in message
+
+    text = tmp_path / "notes.txt"
+    text.write_text("these are not weights\n")
+    assert str(text) in _one_line_error(f"imagenet:{text}")
+    assert str(text) in _one_line_error(str(text))  # as a ptxssl encoder file
+
+    nested = tmp_path / "checkpoint.pth"
+    torch.save({"epoch": 3, "state_dict": {"conv1.weight": torch.zeros(1)}}, nested)
+    assert "not a state_dict" in _one_line_error(f"imagenet:{nested}")
+
+    pickled = tmp_path / "model.pth"
+    torch.save(torchvision.models.resnet18(weights=None), pickled)  # a whole pickled module
+    assert str(pickled) in _one_line_error(f"imagenet:{pickled}")
+
+    assert "not found" in _one_line_error(f"imagenet:{tmp_path / 'absent.pth'}")
+    assert "random" in _one_line_error(str(tmp_path / "absent"))
+
+
+def test_wrong_channel_count_and_truncated_encoder(tmp_path):
+    rgb = save_encoder(build_encoder(3), tmp_path / "rgb", {"in_channels": 3})
+    message = _one_line_error(str(rgb), in_channels=1)
+    assert str(rgb) in message and "3 input channels" in message and "has 1" in message
+
+    grey = save_encoder(build_encoder(1), tmp_path / "grey", {"in_channels": 1})
+    grey.write_bytes(grey.read_bytes()[: grey.stat().st_size // 2])
+    assert str(grey) in _one_line_error(str(grey))
+
+    r18 = tmp_path / "r18" / "encoder.safetensors"
+    r18.parent.mkdir()
+    enc18 = smp.encoders.get_encoder("resnet18", in_channels=1, weights=None)
+    save_file({k: v.contiguous() for k, v in enc18.state_dict().items()}, str(r18))
+    assert str(r18) in _one_line_error(str(r18))
+    assert "--in-channels" in _one_line_error("random", in_channels=2)
+
+
+META = {"image_size": 32, "in_channels": 1, "threshold": 0.4, "min_area_fraction": 0.002,
+        "encoder": {"init": "random"}, "data": "synthetic siim cache (fingerprint abc)"}
+
+
+def test_save_load_roundtrip_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    model, _ = build_unet("random")
+    _scrambled(model.decoder, 3)
+    model.eval()
+    x = torch.rand(2, 1, 32, 32)
+    with torch.no_grad():
+        expected = model(x)
+    out = save_model(model, tmp_path / "run", META, "Command: `ptxssl transfer --encoder random`",
+                     metrics={"siim_dice": 0.81})
+    assert out == tmp_path / "run" / "model"
+    assert {p.name for p in out.iterdir()} == {"config.json", "model.safetensors", "README.md"}
+    card = (out / "README.md").read_text()
+    assert "ptxssl transfer --encoder random" in card and "0.81" in card and "synthetic siim" in card
+    meta = json.loads((tmp_path / "run" / "ptxssl.json").read_text())
+    assert meta == {"normalization": NORMALIZATION, **META}
+
+    for where in (tmp_path / "run", tmp_path / "run" / "model"):
+        loaded, loaded_meta = load_model(where)
+        assert not loaded.training and loaded_meta == meta
+        with torch.no_grad():
+            assert torch.equal(loaded(x), expected)
+
+    save_model(model, tmp_path / "run", META, "again")  # overwrite: no leftovers beside it
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["model", "ptxssl.json"]
+    assert "again" in (out / "README.md").read_text()
+
+
+def test_smp_loads_the_model_without_ptxssl(tmp_path):
+    torch.manual_seed(0)
+    model, _ = build_unet("random")
+    save_model(model.eval(), tmp_path / "run", META, "card")
+    x = torch.rand(1, 1, 32, 32)
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        torch.save(model(x), tmp_path / "y.pt")
+    code = ("import sys, torch, segmentation_models_pytorch as smp\n"
+            f"m = smp.from_pretrained({str(tmp_path / 'run' / 'model')!r}).eval()\n"
+            f"x, y = torch.load({str(tmp_path / 'x.pt')!r}), torch.load({str(tmp_path / 'y.pt')!r})\n"
+            "with torch.no_grad(): assert torch.equal(m(x), y)\n"
+            "assert not any(n.startswith('ptxssl') for n in sys.modules), 'ptxssl was imported'\n"
+            "print('ok')\n")
+    done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True,
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")
+
+
+def test_load_model_errors_name_the_folder(tmp_path):
+    with pytest.raises(UserError, match="not a transfer run folder") as err:
+        load_model(tmp_path)
+    assert str(tmp_path) in str(err.value) and "\n" not in str(err.value)
+    torch.manual_seed(0)
+    model, _ = build_unet("random")
+    save_model(model, tmp_path / "run", META, "card")
+    (tmp_path / "run" / "model" / "model.safetensors").unlink()
+    with pytest.raises(UserError, match="model.safetensors"):
+        load_model(tmp_path / "run")
+    with pytest.raises(ValueError, match="threshold"):
+        save_model(model, tmp_path / "other", {k: v for k, v in META.items() if k != "threshold"}, "")
+
+
+def test_model_input_normalises_and_copies_grey_to_rgb():
+    x = torch.full((2, 1, 4, 4), NORMALIZATION["mean"] + NORMALIZATION["std"])
+    one = model_input(x, 1, NORMALIZATION)
+    three = model_input(x, 3, NORMALIZATION)
+    assert one.shape == (2, 1, 4, 4) and torch.allclose(one, torch.ones_like(one))
+    assert three.shape == (2, 3, 4, 4) and torch.allclose(three, torch.ones_like(three))
