@@ -1,0 +1,51 @@
+"""`compare`: a 2 x 1 x 1 grid end to end, rerun skips finished cells, the paired interval."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+
+from ptxssl.cli import cli
+from ptxssl.errors import UserError
+from ptxssl.pretrain.encoder import build_encoder, save_encoder
+from ptxssl.transfer.compare import paired_bootstrap, parse_encoders
+
+from .test_run import siim_cache  # noqa: F401  (the module-scoped tiny SIIM cache)
+
+
+def test_tiny_grid_writes_results_table_and_plot_and_skips_finished_cells(siim_cache, tmp_path):  # noqa: F811
+    save_encoder(build_encoder(1), tmp_path / "enc", {"method": "test", "in_channels": 1, "image_size": 32})
+    args = ["compare", "--encoder", "random", "--encoder", f"mine={tmp_path / 'enc'}", "--fractions", "0.5",
+            "--seeds", "0", "--data", str(siim_cache), "--out", str(tmp_path / "grid"), "--image-size", "32",
+            "--batch-size", "4", "--epochs", "1", "--workers", "0"]
+    first = CliRunner().invoke(cli, args)
+    assert first.exit_code == 0, first.output
+    grid = tmp_path / "grid"
+    results = pd.read_csv(grid / "results.csv")
+    assert list(results["encoder"]) == ["random", "mine"] and set(results["fraction"]) == {0.5}
+    assert results["siim_dice"].between(0, 1).all()
+    table = (grid / "table.md").read_text()
+    assert "| mine | 0.5 |" in table and "Δ vs random" in table and "[" in table  # interval vs the baseline
+    assert (grid / "dice_vs_fraction.png").stat().st_size > 10_000
+    # a rerun finds every cell finished and reproduces the same results
+    second = CliRunner().invoke(cli, args)
+    assert second.exit_code == 0 and second.output.count("(done before)") == 2
+    pd.testing.assert_frame_equal(pd.read_csv(grid / "results.csv"), results)
+
+
+def test_paired_bootstrap_interval_covers_the_shift_and_excludes_zero():
+    rng = np.random.default_rng(0)
+    diff = 0.1 + 0.05 * rng.normal(size=400)
+    lo, hi = paired_bootstrap(diff)
+    assert lo < 0.1 < hi and lo > 0.09 and hi < 0.11
+    lo, hi = paired_bootstrap(0.05 * rng.normal(size=400))
+    assert lo < 0 < hi
+
+
+def test_encoder_names():
+    assert parse_encoders(["random", "imagenet:/w/r34.pth", "vae=runs/vae", "runs/simclr/encoder.safetensors"]) == {
+        "random": "random", "imagenet": "imagenet:/w/r34.pth", "vae": "runs/vae",
+        "simclr": "runs/simclr/encoder.safetensors"}
+    with pytest.raises(UserError, match="used twice"):
+        parse_encoders(["random", "random"])
