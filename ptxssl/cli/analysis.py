@@ -1,5 +1,4 @@
-"""Analysis commands: `cluster`, `anomaly`, `umap` (each reads an embeddings file from
-`ptxssl embed`)."""
+"""Analysis commands: `embed` writes an embeddings file; `cluster`, `anomaly` and `umap` read it."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,6 +17,33 @@ _PCA_HELP = "PCA after standardising: components (50), explained-variance fracti
 def _features_option(fn):
     return click.option("--features", default="embeddings", type=click.Choice(FEATURES),
                         help="Which matrix of the file to use (latent: the AE latent / VAE mu).")(fn)
+
+
+@cli.command()
+@click.option("--encoder", required=True,
+              help="random | imagenet | imagenet:FILE | an encoder.safetensors | a `ptxssl pretrain` run "
+                   "folder (AE/VAE runs add the latent and the reconstruction error).")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="Cache file written by `ptxssl prepare`.")
+@click.option("--out", required=True, type=_EMB, help="Embeddings file to write (.h5).")
+@click.option("--batch-size", default=64, help="Images per forward pass.")
+@click.option("--workers", default=0, help="DataLoader worker processes.")
+@click.option("--device", default="cpu", help="Torch device for inference: cpu, cuda, cuda:1, mps.")
+@click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
+def embed(encoder: str, data: Path, out: Path, batch_size: int, workers: int, device: str, overwrite: bool) -> None:
+    """Embed every image of a cache: pooled 512-d features, ids, splits and every label.
+
+    The output is what cluster, anomaly and umap read.
+    """
+    from ptxssl.analysis.embed import describe, embed_cache
+    from ptxssl.errors import UserError
+
+    if out.exists() and not overwrite:
+        raise UserError(f"{out} already exists; pass --overwrite to replace it")
+    echo_config("embed", {"encoder": encoder, "data": data, "out": out, "batch_size": batch_size,
+                          "workers": workers, "device": device})
+    emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device)
+    click.echo(f"wrote {out}: {describe(emb)}")
 
 
 @cli.command()
@@ -113,7 +139,8 @@ def anomaly(embeddings: Path, method: str, out: Path, reference: str, components
         click.echo(f"  vs QC labels: AUROC {lab['auroc']:.3f}, AP {lab['average_precision']:.3f}, "
                    f"recall {lab['recall_at_threshold']:.1%} at the threshold")
         for kind, m in lab["per_kind"].items():
-            click.echo(f"    {kind:<10} AUROC {m['auroc']:.3f}  AP {m['average_precision']:.3f}  ({m['images']} images)")
+            click.echo(f"    {kind:<10} AUROC {m['auroc']:.3f}  AP {m['average_precision']:.3f}  "
+                       f"({m['images']} images)")
     click.echo("wrote " + ", ".join(result["paths"].values()))
 
 

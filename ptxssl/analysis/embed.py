@@ -1,0 +1,86 @@
+"""`ptxssl embed`: every image of a cache through an encoder, into an embeddings file.
+
+The encoder can be any initialisation the transfer stage accepts (`random`, `imagenet`,
+`imagenet:FILE`, an encoder.safetensors) so learned and baseline encoders are analysed the
+same way. A pretrain run folder brings its whole model back (method.safetensors): then the
+file also holds the AE latent / VAE μ and each image's reconstruction error, which the
+anomaly stage scores with `--method recon`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ptxssl import __version__
+from ptxssl.analysis.store import Embeddings, write_embeddings
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.pretrain.methods import Method, MethodConfig
+from ptxssl.pretrain.run import METHOD_FILE, load_method
+
+
+def load_embedder(encoder: str, in_channels: int = 1) -> tuple[Method, dict]:
+    """A model with `embed` (and `latent` / `reconstruct` for AE/VAE runs), in eval mode, and
+    a description of where its weights came from."""
+    path = Path(encoder)
+    if path.is_dir() and (path / METHOD_FILE).is_file():
+        method = load_method(path)
+        return method, {"encoder": str(path.resolve()), "method": method.name, "image_size": method.image_size}
+    from ptxssl.transfer.model import build_unet
+
+    unet, info = build_unet(encoder, in_channels)
+    method = Method(MethodConfig(), in_channels=in_channels, image_size=0)  # image_size 0: keep the cache's
+    method.encoder = unet.encoder
+    return method.eval(), {"encoder": str(encoder), "method": info.get("init", str(encoder)), "image_size": 0}
+
+
+@torch.no_grad()
+def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
+                device: str = "cpu", in_channels: int = 1, progress: bool = True) -> Embeddings:
+    """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
+
+    Images are resized to the size the model was trained at when it has a decoder (whose
+    output size is fixed), otherwise embedded at the cache's size.
+    """
+    model, meta = load_embedder(encoder, in_channels)
+    model.to(device)
+    data = CacheDataset(cache)
+    loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
+    size = meta["image_size"] or data.size
+    feats, latents, errors = [], [], []
+    for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
+        x = batch["image"].to(device)  # (N, 1, S, S) in [0, 1]
+        if x.shape[-1] != size:
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
+        x = x.expand(-1, model.in_channels, -1, -1)
+        feats.append(model.embed(x).float().cpu())  # (N, 512)
+        latent = model.latent(x)
+        if latent is not None:
+            latents.append(latent.float().cpu())  # (N, L)
+            recon = model.reconstruct(x)  # (N, C, S, S)
+            errors.append((recon - x).pow(2).mean(dim=(1, 2, 3)).float().cpu())  # (N,)
+    with h5py.File(cache, "r") as h5:
+        fingerprint = str(h5.attrs.get("fingerprint", ""))
+    emb = Embeddings(
+        features=torch.cat(feats).numpy(), ids=data.ids, split=data.split,
+        labels=data.labels, label_names=data.label_names, anomaly=data.anomaly,
+        latent=torch.cat(latents).numpy() if latents else None,
+        recon_error=torch.cat(errors).numpy() if errors else None,
+        attrs={**meta, "data": str(Path(cache).resolve()), "fingerprint": fingerprint, "image_size": size,
+               "ptxssl_version": __version__})
+    write_embeddings(out, emb)
+    return emb
+
+
+def describe(emb: Embeddings) -> str:
+    """One line for the CLI: what the file holds."""
+    extra = [f"latent {emb.latent.shape[1]}-d" if emb.latent is not None else "",
+             "reconstruction error" if emb.recon_error is not None else "",
+             f"{len(emb.label_names)} labels" if emb.label_names else "",
+             f"{int((emb.anomaly != '').sum())} QC anomalies" if emb.anomaly is not None else ""]
+    return f"{len(emb.ids)} images x {emb.features.shape[1]}-d features" + "".join(
+        f", {e}" for e in extra if e)

@@ -1,0 +1,189 @@
+"""Analysis benchmark: time and peak memory of each embedding-analysis step at ChestX-ray14 scale.
+
+Planted data: 14 Gaussian clusters of unequal size and spread whose centres lie in a random
+8-d subspace of 512-d, plus isotropic noise (embeddings are low-rank in practice), at each
+size of `--sizes`. Every step runs in a fresh Python process, so its peak RSS
+(`resource.getrusage(...).ru_maxrss`) is its own: `peak GB` is the whole process (Python,
+libraries, input arrays), `+GB` what the step added on top of the loaded input. Each
+clustering step reports the adjusted Rand index against the planted clusters.
+
+Each ptxssl step is compared with the plain scikit-learn / umap-learn call a user would
+write on the same data (ratio = ptxssl time / baseline time):
+
+    PCA 512->50     ptxssl.reduce (standardise + randomized PCA)  vs  PCA(50) (default solver)
+    GMM             ptxssl gmm, k=14 (and the BIC search)         vs  GaussianMixture(14)
+    k-means         ptxssl kmeans, k=14 (best of 3 inits)         vs  KMeans(14) (1 init)
+    DBSCAN eps      ptxssl eps_search for 14 clusters on PCA-10   vs  DBSCAN rerun from scratch
+                    (one shared radius graph)                         at every eps tried (one
+                                                                      run timed, x eps tried)
+    DBSCAN knee     ptxssl dbscan, eps from the k-distance knee   vs  DBSCAN at that eps
+    HDBSCAN         ptxssl hdbscan (min_samples 2 x dim)          vs  HDBSCAN(same min_cluster_size)
+    UMAP            ptxssl umap_2d (seeded, low_memory)           vs  umap.UMAP() (unseeded:
+                    after a 5k-point warm-up fit that compiles        parallel)
+                    numba (~45 s here, timed apart)
+
+Targets at 112k on 2 cores, <= 4 GB: PCA+GMM and k-means <= 60 s, DBSCAN/HDBSCAN on
+PCA-reduced features <= 5 min, UMAP <= 5 min. The full run (about an hour on 2 shared cores):
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_analysis.py --sizes 10000,50000,112120
+
+Quick check: `--sizes 10000`. `--steps pca,kmeans` runs a subset; `--no-baseline` skips the
+comparison calls (the slow part at 112k).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+STEPS = ("pca", "gmm", "gmm_bic", "kmeans", "dbscan_eps", "dbscan_knee", "hdbscan", "umap")
+K, DIM = 14, 512
+
+
+def planted(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(n, 512) float32 embeddings of 14 planted clusters and their (n,) labels."""
+    rng = np.random.default_rng(seed)
+    basis = np.linalg.qr(rng.normal(size=(DIM, 8)))[0]  # (512, 8) orthonormal
+    centres = rng.normal(size=(K, 8)) * 10 @ basis.T  # (14, 512), closest pair ~13 apart
+    truth = rng.choice(K, size=n, p=rng.dirichlet(np.full(K, 5.0)))
+    spread = rng.uniform(0.7, 1.3, size=K)
+    x = centres[truth] + rng.normal(size=(n, DIM)).astype(np.float32) * spread[truth, None]
+    return x.astype(np.float32), truth
+
+
+def _maxrss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
+
+
+def _step(name: str, folder: Path, baseline: bool) -> dict:
+    """Run one step in this (fresh) process; return timings, memory and ARI."""
+    from sklearn.metrics import adjusted_rand_score
+
+    from ptxssl.analysis import cluster as cl
+
+    truth = np.load(folder / "truth.npy")
+    source = {"pca": "x512", "umap": "x50", "dbscan_eps": "x10", "dbscan_knee": "x10", "hdbscan": "x10"}
+    x = np.load(folder / f"{source.get(name, 'x50')}.npy")
+    n, extra, out = len(x), {}, {}
+    before = _maxrss_gb()
+    t0 = time.perf_counter()
+    if name == "pca":
+        cl.reduce(x, 50, seed=0)
+    elif name in ("gmm", "gmm_bic", "kmeans", "hdbscan", "dbscan_knee"):
+        method = name.split("_")[0]
+        cfg = cl.ClusterConfig(method=method, n_clusters=K if name in ("gmm", "kmeans") else None, seed=0)
+        labels, out = cl.CLUSTERERS[method](x, cfg)
+        extra["ari"] = adjusted_rand_score(truth, labels)
+    elif name == "dbscan_eps":
+        from ptxssl.analysis.dbscan import eps_search
+
+        labels, out = eps_search(x, K, min_samples=2 * x.shape[1], seed=0)
+        extra["ari"] = adjusted_rand_score(truth, labels)
+    elif name == "umap":
+        from ptxssl.analysis.plots import umap_2d
+
+        umap_2d(x[:5000], seed=0)  # compile numba once, NN-descent included (used above 4,096 points)
+        extra["compile_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        umap_2d(x, seed=0)
+    seconds = time.perf_counter() - t0
+    result = {"step": name, "n": n, "seconds": seconds, "peak_gb": _maxrss_gb(), "added_gb": _maxrss_gb() - before,
+              "summary": {k: v for k, v in out.items() if k in ("n_clusters", "eps", "eps_tried", "graph_edges")},
+              **extra}
+    if baseline:
+        result.update(_baseline(name, x, out))
+    return result
+
+
+def _baseline(name: str, x: np.ndarray, out: dict) -> dict:
+    """The plain library call on the same data: (label, seconds)."""
+    from sklearn.cluster import DBSCAN, HDBSCAN, KMeans
+    from sklearn.decomposition import PCA
+    from sklearn.mixture import GaussianMixture
+
+    t0 = time.perf_counter()
+    if name == "pca":
+        label = "PCA(50)"
+        PCA(50, random_state=0).fit_transform(x)
+    elif name in ("gmm", "gmm_bic"):
+        label = "GaussianMixture(14)"
+        GaussianMixture(K, random_state=0).fit(x)
+    elif name == "kmeans":
+        label = "KMeans(14)"
+        KMeans(K, random_state=0).fit(x)
+    elif name in ("dbscan_eps", "dbscan_knee"):
+        DBSCAN(eps=out["eps"], min_samples=2 * x.shape[1]).fit(x)
+        if name == "dbscan_eps":
+            label = f"DBSCAN x {out['eps_tried']} eps"
+            return {"baseline": label, "baseline_s": (time.perf_counter() - t0) * out["eps_tried"]}
+        label = "DBSCAN(knee eps)"
+    elif name == "hdbscan":
+        label = f"HDBSCAN({out['min_cluster_size']})"
+        HDBSCAN(min_cluster_size=out["min_cluster_size"], copy=True).fit(x)
+    elif name == "umap":
+        import umap
+
+        label = "umap.UMAP()"
+        umap.UMAP().fit_transform(x)
+    return {"baseline": label, "baseline_s": time.perf_counter() - t0}
+
+
+def _prepare(n: int, folder: Path) -> None:
+    """Write the planted data and its PCA-50 / PCA-10 views (the steps' inputs)."""
+    from ptxssl.analysis.cluster import reduce
+
+    x, truth = planted(n)
+    np.save(folder / "x512.npy", x)
+    np.save(folder / "truth.npy", truth)
+    np.save(folder / "x50.npy", reduce(x, 50)[0])
+    np.save(folder / "x10.npy", reduce(x, 10)[0])
+
+
+def _row(r: dict) -> str:
+    ratio = f"{r['seconds'] / r['baseline_s']:.2f}x" if r.get("baseline_s") else ""
+    notes = ", ".join(f"{k}={v}" for k, v in r["summary"].items())
+    if "compile_s" in r:
+        notes = f"+{r['compile_s']:.0f} s warm-up (numba compile, 5k fit)" + (f", {notes}" if notes else "")
+    ari = f"{r['ari']:.3f}" if "ari" in r else ""
+    base = f"{r['baseline']} {r['baseline_s']:.1f} s" if r.get("baseline_s") else ""
+    return (f"| {r['step']} | {r['n']} | {r['seconds']:.1f} | {r['peak_gb']:.2f} | +{r['added_gb']:.2f} | "
+            f"{ari} | {base} | {ratio} | {notes} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="10000,50000,112120", help="Comma-separated numbers of images.")
+    parser.add_argument("--steps", default=",".join(STEPS), help=f"Subset of {','.join(STEPS)}.")
+    parser.add_argument("--no-baseline", action="store_true", help="Skip the plain-library comparison calls.")
+    parser.add_argument("--child", nargs=2, metavar=("STEP", "DIR"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(_step(args.child[0], Path(args.child[1]), not args.no_baseline)))
+        return
+    steps = [s for s in args.steps.split(",") if s]
+    bad = sorted(set(steps) - set(STEPS))
+    if bad:
+        parser.error(f"unknown step(s) {', '.join(bad)}; choose from {', '.join(STEPS)}")
+    print("| step | N | ptxssl s | peak GB | +GB | ARI | baseline | ratio | notes |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory() as tmp:
+            _prepare(n, Path(tmp))
+            for step in steps:
+                cmd = [sys.executable, __file__, "--child", step, tmp] + (["--no-baseline"] if args.no_baseline else [])
+                done = subprocess.run(cmd, capture_output=True, text=True)
+                if done.returncode:
+                    print(f"| {step} | {n} | failed: {done.stderr.strip().splitlines()[-1]} |||||||")
+                    continue
+                print(_row(json.loads(done.stdout.strip().splitlines()[-1])), flush=True)
+
+
+if __name__ == "__main__":
+    main()

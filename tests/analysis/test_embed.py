@@ -1,0 +1,67 @@
+"""`embed_cache`: every cache image through an encoder; AE runs add the latent and recon error."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from ptxssl.analysis.embed import embed_cache
+from ptxssl.analysis.store import read_embeddings
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.errors import UserError
+from ptxssl.pretrain.encoder import build_encoder, pooled, save_encoder
+from ptxssl.pretrain.run import load_method, pretrain, resolve_config
+
+
+@pytest.fixture(scope="module")
+def ae_run(nih_cache, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ae") / "run"
+    cfg, mcfg = resolve_config("ae", None, {"data": str(nih_cache), "out": str(out), "max_steps": 2,
+                                           "batch_size": 8, "workers": 0, "probe": False})
+    return pretrain(cfg, mcfg, progress=False)
+
+
+def test_encoder_file_embeddings_carry_ids_splits_labels_and_match_the_encoder(nih_cache, tmp_path):
+    torch.manual_seed(3)
+    encoder = build_encoder(1).eval()
+    save_encoder(encoder, tmp_path / "enc", {"method": "test", "in_channels": 1, "image_size": 32})
+    emb = embed_cache(str(tmp_path / "enc"), nih_cache, tmp_path / "emb.h5", batch_size=16, progress=False)
+    back = read_embeddings(tmp_path / "emb.h5")
+    cache = CacheDataset(nih_cache)
+    assert back.features.shape == (len(cache), 512) and back.latent is None and back.recon_error is None
+    assert list(back.ids) == list(cache.ids) and list(back.split) == list(cache.split)
+    np.testing.assert_array_equal(back.labels, cache.labels)
+    assert back.label_names == cache.label_names and list(back.anomaly) == list(cache.anomaly)
+    # row 5 is exactly that image through that encoder
+    with torch.no_grad():
+        expected = pooled(encoder, cache[5]["image"][None])[0].numpy()
+    np.testing.assert_allclose(back.features[5], expected, rtol=1e-4, atol=1e-5)
+    assert emb.attrs["encoder"] == str(tmp_path / "enc") and back.attrs["fingerprint"]
+
+
+def test_ae_run_adds_latent_and_reconstruction_error(ae_run, nih_cache, tmp_path):
+    back_emb = embed_cache(str(ae_run), nih_cache, tmp_path / "ae.h5", progress=False)
+    back = read_embeddings(tmp_path / "ae.h5", features="latent")
+    method = load_method(ae_run)
+    x = CacheDataset(nih_cache)[0]["image"][None]
+    with torch.no_grad():
+        np.testing.assert_allclose(back.features[0], method.latent(x)[0].numpy(), rtol=1e-4, atol=1e-5)
+        err = (method.reconstruct(x) - x).pow(2).mean().item()
+    assert back.recon_error[0] == pytest.approx(err, rel=1e-4)
+    assert back_emb.attrs["method"] == "ae" and (back.recon_error > 0).all()
+
+
+def test_embed_cli_and_a_bad_encoder(ae_run, nih_cache, tmp_path):
+    from click.testing import CliRunner
+
+    from ptxssl.cli import cli
+
+    ok = CliRunner().invoke(cli, ["embed", "--encoder", "random", "--data", str(nih_cache),
+                                  "--out", str(tmp_path / "r.h5")])
+    assert ok.exit_code == 0, ok.output
+    assert "512-d" in ok.output and read_embeddings(tmp_path / "r.h5").features.shape[1] == 512
+    bad = CliRunner().invoke(cli, ["embed", "--encoder", str(tmp_path / "nope"), "--data", str(nih_cache),
+                                   "--out", str(tmp_path / "x.h5")])
+    assert bad.exit_code == 2 and "nope" in bad.output and not (tmp_path / "x.h5").exists()
+    with pytest.raises(UserError, match="cache"):
+        embed_cache("random", tmp_path / "missing.h5", tmp_path / "y.h5", progress=False)
