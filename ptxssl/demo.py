@@ -20,6 +20,7 @@ from ptxssl.datasets.synth import FORMATS, synthesize
 from ptxssl.pretrain.encoder import WEIGHTS_FILE
 from ptxssl.pretrain.engine import CHECKPOINT
 from ptxssl.pretrain.run import pretrain, resolve_config
+from ptxssl.report import StageTimer, write_report
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,11 @@ def run_demo(out: str | Path, quick: bool = False, echo: Callable[[str], None] =
     workers = min(2, os.cpu_count() or 1)
     t0 = time.perf_counter()
     summary: dict = {"out": str(out), "size": s}
+    timer = StageTimer(out)  # each stage's time, for the report
 
     def stage(text: str) -> None:
         echo(f"[{time.perf_counter() - t0:6.1f} s] {text}")
+        timer.stage(text)
 
     data, nih = out / "data", out / "chestxray14.h5"
     if not all((data / f / "qc_anomalies.csv").is_file() for f in FORMATS):
@@ -111,7 +114,9 @@ def run_demo(out: str | Path, quick: bool = False, echo: Callable[[str], None] =
     encoders = {"random": "random", **{m: str(r) for m, r in runs.items()}}
     compare(base, encoders, list(s.fractions), list(s.seeds), grid, progress=False,
             echo=lambda line: stage("  " + line))
+    stage(f"report -> {out / 'report.html'}")
+    md, page = write_report(out)
     summary.update(runs={m: str(r) for m, r in runs.items()}, embeddings={k: str(v) for k, v in embeddings.items()},
-                   clusters=str(clusters), compare=str(grid))
-    stage(f"done: outputs in {out}")
+                   clusters=str(clusters), compare=str(grid), report=str(page), report_md=str(md))
+    stage(f"done: outputs in {out}, the report is {page}")
     return summary

@@ -15,8 +15,11 @@ from ptxssl.cli.common import cli
 def demo(out: Path, quick: bool) -> None:
     """Run the stages end to end on built-in synthetic data (no download, CPU).
 
-    synth -> prepare -> info -> pretrain (vae, simclr). Rerunning continues after the last
-    finished stage.
+    synth -> prepare -> pretrain (vae, simclr) -> embed -> cluster -> pseudo-label pretraining
+    -> anomaly -> compare -> report. Open OUT/report.html: one self-contained page (figures
+    embedded, opens anywhere) with every stage's figures, captions saying how to read them,
+    the key numbers and the stage timings; OUT/report.md is the same with linked PNGs.
+    Rerunning continues after the last finished stage and rewrites the report.
     """
     from ptxssl.demo import run_demo
 

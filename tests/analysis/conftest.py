@@ -8,6 +8,7 @@ import pytest
 
 from ptxssl.analysis.store import write_embeddings
 from tests.analysis.planted import embeddings
+from tests.helpers import synthetic_cache
 
 
 @pytest.fixture(scope="session")
@@ -47,11 +48,4 @@ def fast_umap(monkeypatch):
 @pytest.fixture(scope="session")
 def nih_cache(tmp_path_factory) -> Path:
     """A labelled ChestX-ray14-format cache: 48 images at 32 px."""
-    from ptxssl.datasets.cache import prepare
-    from ptxssl.datasets.synth import synthesize
-
-    root = tmp_path_factory.mktemp("analysis_data")
-    synthesize(root, count=48, size=32, formats=("chestxray14",), seed=6, progress=False)
-    out = root / "nih.h5"
-    prepare(root / "chestxray14", "chestxray14", out, size=32, workers=1, progress=False)
-    return out
+    return synthetic_cache(tmp_path_factory.mktemp("analysis_data"), "chestxray14", count=48, seed=6)

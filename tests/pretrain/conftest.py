@@ -7,16 +7,13 @@ import pytest
 
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
+from tests.helpers import synthetic_cache
 
 
 @pytest.fixture(scope="session")
 def nih_cache(tmp_path_factory) -> Path:
     """A labelled (ChestX-ray14-format) cache: 64 images at 32 px."""
-    root = tmp_path_factory.mktemp("pretrain_data")
-    synthesize(root, count=64, size=32, formats=("chestxray14",), seed=4, progress=False)
-    out = root / "nih.h5"
-    prepare(root / "chestxray14", "chestxray14", out, size=32, workers=1, progress=False)
-    return out
+    return synthetic_cache(tmp_path_factory.mktemp("pretrain_data"), "chestxray14", count=64, seed=4)
 
 
 @pytest.fixture(scope="session")

@@ -11,11 +11,10 @@ import torch
 from click.testing import CliRunner
 
 from ptxssl.cli import cli
-from ptxssl.datasets.cache import prepare
-from ptxssl.datasets.synth import synthesize
 from ptxssl.errors import UserError
 from ptxssl.pretrain.encoder import build_encoder, save_encoder
 from ptxssl.transfer.run import resolve_config, transfer
+from tests.helpers import synthetic_cache
 
 FAST = {"image_size": 32, "batch_size": 4, "workers": 0, "epochs": 2, "patience": 0}
 
@@ -23,11 +22,8 @@ FAST = {"image_size": 32, "batch_size": 4, "workers": 0, "epochs": 2, "patience"
 @pytest.fixture(scope="module")
 def siim_cache(tmp_path_factory):
     """48 SIIM-format images at 32 px; 60/20/20 split so val and test have positives."""
-    root = tmp_path_factory.mktemp("transfer_data")
-    synthesize(root, count=48, size=64, formats=("siim",), positive_fraction=0.5, seed=2, progress=False)
-    out = root / "siim.h5"
-    prepare(root / "siim", "siim", out, size=32, workers=1, fractions=(0.6, 0.2, 0.2), progress=False)
-    return out
+    return synthetic_cache(tmp_path_factory.mktemp("transfer_data"), "siim", count=48, seed=2, source_size=64,
+                           positive_fraction=0.5, fractions=(0.6, 0.2, 0.2))
 
 
 def _run(cache, out, **kw):
