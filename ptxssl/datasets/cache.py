@@ -108,6 +108,7 @@ def _fill(h5: h5py.File, index: Index, size: int, workers: int, on_error: str, p
     for row, image, mask, patient, error in parallel_map(_decode, tasks, workers, chunksize=16, ordered=False):
         if error:
             if on_error == "stop":
+                bar.close()  # end the progress line, so the error gets a line of its own
                 raise UserError(f"{error} (pass --on-error skip to record unreadable files in a "
                                 "rejects CSV and go on)")
             h5["reasons"][row] = error

@@ -15,8 +15,11 @@ Run folder:
 from __future__ import annotations
 
 import logging
+import pickle
+import shutil
 import time
 import warnings
+import zipfile
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -121,19 +124,62 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     if resume:
         if not ckpt.is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
+        check_checkpoint(ckpt)
         return ckpt
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite "
-                            "to start again")
-        ckpt.unlink(missing_ok=True)
-    return None
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite "
+                        "to start again")
+    return None  # --overwrite clears the old run in clear_run_dir, once the inputs have been checked
+
+
+def clear_run_dir(out: Path, outputs: tuple[str, ...]) -> None:
+    """--overwrite: remove the old run's checkpoint and its results (`outputs`, relative to `out`).
+
+    Called after the new run's inputs are checked (a failing command leaves the old run whole)
+    and before it trains, so a new run killed midway never sits beside the old run's results
+    as if they were its own.
+    """
+    if rank_zero_only.rank != 0:
+        return
+    for name in (str(CHECKPOINT), *outputs):
+        path = out / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+
+
+def check_checkpoint(ckpt: Path) -> None:
+    """Open `ckpt` weights-only (as Lightning will) so a file holding pickled objects, or a
+    damaged one, is a one-line error naming it rather than a traceback from the unpickler."""
+    try:
+        torch.load(ckpt, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(ckpt))
+    except pickle.UnpicklingError:
+        raise UserError(f"--resume: {ckpt} holds pickled Python objects, not only tensors and plain data; "
+                        "it was not written by ptxssl and is not loaded (that could run code); start again "
+                        "with --overwrite") from None
+    except Exception as e:  # noqa: BLE001 - torch reports a damaged file in several ways
+        raise UserError(f"--resume: {ckpt} is not a readable checkpoint ({type(e).__name__}); start again "
+                        "with --overwrite") from None
+
+
+class _LastCheckpoint(ModelCheckpoint):
+    """ModelCheckpoint that also writes last.ckpt at every epoch end. Lightning 2.6 writes it
+    there only when a top-k checkpoint was saved at that step, and ptxssl keeps none, so a run
+    killed in epoch 2 could lose all of epoch 1; an epoch-end checkpoint resumes exactly."""
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if not self._should_skip_saving_checkpoint(trainer):  # skipped if saved at this very step
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], progress: bool) -> pl.Trainer:
     """The Lightning Trainer from the common options (devices, precision, DDP, checkpoints)."""
-    checkpoint = ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
+    checkpoint = _LastCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=True)
+    # last in the list: at an epoch end, the other checkpoint callbacks (transfer's best.ckpt) have
+    # updated their state before last.ckpt records it, so a resumed run still knows the best epoch
     loggers = [CSVLogger(run_dir, name="", version="")]
     try:
         loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
@@ -148,7 +194,7 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
     return pl.Trainer(accelerator=cfg.accelerator, devices=devices, sync_batchnorm=several and on_gpu,
                       strategy=cfg.strategy, num_nodes=cfg.num_nodes, precision=cfg.precision,
                       max_epochs=cfg.epochs, max_steps=cfg.max_steps, accumulate_grad_batches=cfg.accumulate,
-                      callbacks=[checkpoint, *callbacks], logger=loggers, default_root_dir=run_dir,
+                      callbacks=[*callbacks, checkpoint], logger=loggers, default_root_dir=run_dir,
                       enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
                       log_every_n_steps=1, num_sanity_val_steps=0)
 

@@ -8,6 +8,7 @@ from typing import Any
 import h5py
 import pytorch_lightning as pl
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ptxssl.datasets.torch_data import CacheDataset
@@ -15,8 +16,8 @@ from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
 from ptxssl.pretrain.config import TrainConfig, flat, load_yaml, opt, resolve
 from ptxssl.pretrain.data import train_loader
-from ptxssl.pretrain.encoder import load_encoder, save_encoder
-from ptxssl.pretrain.engine import MethodModule, fit, prepare_run_dir
+from ptxssl.pretrain.encoder import META_FILE, WEIGHTS_FILE, load_encoder, save_encoder
+from ptxssl.pretrain.engine import MethodModule, clear_run_dir, fit, prepare_run_dir
 from ptxssl.pretrain.methods import Method, MethodConfig, get_method
 from ptxssl.pretrain.probe import ProbeCallback
 
@@ -72,6 +73,8 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
     callbacks = list(callbacks or [])
     if cfg.probe and train.labels is not None:
         callbacks.append(ProbeCallback(cfg.data))
+    if overwrite and ckpt is None:
+        clear_run_dir(out, (METHOD_FILE, WEIGHTS_FILE, META_FILE))
     trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress)
     if trainer.global_rank == 0:
         _export(module, cfg, out, trainer)
@@ -106,7 +109,10 @@ def load_method(run_dir: str | Path) -> Method:
         if not path.is_file():
             raise UserError(f"{run_dir}: no {path.name}; pass a folder written by `ptxssl pretrain`")
     cfg, method_cfg = resolve_config("ae", config)
-    state = load_file(str(weights))
+    try:
+        state = load_file(str(weights))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{weights}: not a readable safetensors file ({e}); rerun `ptxssl pretrain`") from None
     cls = get_method(cfg.method)
     num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else 0
     _, meta = load_encoder(run_dir)  # also checks the encoder file

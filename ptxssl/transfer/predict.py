@@ -122,6 +122,7 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
                 batch.append((path, *read_dicom(path)))
             except UserError as e:
                 if on_error == "stop":
+                    bar.close()  # end the progress line, so the error gets a line of its own
                     raise
                 skipped.append((str(path), str(e)))
         bar.update(len(files[start:start + batch_size]))

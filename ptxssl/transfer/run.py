@@ -25,8 +25,8 @@ from ptxssl.files import atomic_path, write_json
 from ptxssl.pretrain.config import TrainConfig, opt, resolve
 from ptxssl.pretrain.data import train_loader
 from ptxssl.pretrain.encoder import NORMALIZATION
-from ptxssl.pretrain.engine import fit, prepare_run_dir
-from ptxssl.transfer.model import build_unet, save_model
+from ptxssl.pretrain.engine import clear_run_dir, fit, prepare_run_dir
+from ptxssl.transfer.model import META_FILE, MODEL_DIR, build_unet, save_model
 from ptxssl.transfer.module import SegmentationModule, predict_loader
 from ptxssl.transfer.metrics import dice_per_image, evaluate, postprocess, tune_postprocess
 from ptxssl.transfer.subset import label_subset
@@ -105,6 +105,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     unet, init = build_unet(cfg.encoder, cfg.in_channels)
     module = SegmentationModule(unet, cfg, size, out)
+    if overwrite and ckpt is None:
+        clear_run_dir(out, ("metrics.json", "test_dice.csv", META_FILE, MODEL_DIR, BEST))
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         positive = (labelled.labels[labelled.rows, 0] == 1).astype(int)
@@ -138,10 +140,10 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
                "image_size": size, "test_images": len(test), "seed": cfg.seed,
                "seconds": round(trainer.fit_seconds, 1)}
     _write_csv(out / "test_dice.csv", ["image_id", "dice"], [test.ids, np.round(dice, 6)])  # per image, for paired comparisons
-    write_json(out / "metrics.json", metrics)
     meta = {"image_size": size, "in_channels": cfg.in_channels, "normalization": NORMALIZATION,
             "threshold": tuned["threshold"], "min_area_fraction": tuned["min_area_fraction"], "encoder": init}
     save_model(module.unet, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
+    write_json(out / "metrics.json", metrics)  # last: `compare` takes a cell with metrics.json as finished
     return metrics
 
 
