@@ -52,9 +52,13 @@ def test_quick_demo_runs_every_stage_and_a_rerun_skips_finished_ones(run, tmp_pa
     result = run("demo", "--quick", "--out", tmp_path / "demo")
     assert result.exit_code == 0, result.output
     for stage in ("synth", "prepare siim", "prepare chestxray14", "prepare chexpert", "pretrain vae",
-                  "pretrain simclr", "done"):
+                  "pretrain simclr", "embed", "cluster", "pretrain pseudo", "anomaly", "compare", "report", "done"):
         assert stage in result.output, stage
-    assert (tmp_path / "demo" / "pretrain" / "vae" / "figures" / "samples.png").is_file()
+    demo = tmp_path / "demo"
+    assert (demo / "pretrain" / "vae" / "figures" / "samples.png").is_file()
+    assert (demo / "cluster" / "vae" / "labels.csv").is_file() and (demo / "compare" / "table.md").is_file()
+    assert (demo / "report.html").read_text().count('<img src="data:image/png;base64,') >= 5
     again = run("demo", "--quick", "--out", tmp_path / "demo")
     assert again.exit_code == 0
     assert "synth:" not in again.output and "prepare" not in again.output and "pretrain" not in again.output
+    assert "(done before)" in again.output  # finished transfer cells are not trained again
