@@ -126,7 +126,8 @@ def summary_table(results: pd.DataFrame, runs: Path, seed_count: int) -> str:
             lo, hi = paired_bootstrap(diff)
             delta = f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
         lines.append(f"| {name} | {fraction:g} | {int(g['labelled_images'].mean())} | "
-                     f"{g['siim_dice'].mean():.4f} ± {g['siim_dice'].std(ddof=1) if len(g) > 1 else 0:.4f} | "
+                     f"{g['siim_dice'].mean():.4f}" + (f" ± {g['siim_dice'].std(ddof=1):.4f}" if len(g) > 1 else "")
+                     + " | "
                      f"{g['positive_dice'].mean():.4f} | {delta} |")
     return "\n".join(lines) + "\n"
 
