@@ -88,7 +88,7 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
     h, w = image.shape
-    new_h, new_w = _fit(h, w, size)
+    new_h, new_w = letterbox_shape(h, w, size)
     if (new_h, new_w) == (h, w):
         resized = image
     else:
@@ -121,7 +121,7 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def _fit(h: int, w: int, size: int) -> tuple[int, int]:
+def letterbox_shape(h: int, w: int, size: int) -> tuple[int, int]:
     """(new_h, new_w) with the longer side = size and the aspect kept (at least 1 px)."""
     scale = size / max(h, w)
     return max(1, min(size, round(h * scale))), max(1, min(size, round(w * scale)))

@@ -38,8 +38,7 @@ def embed_loader(embed, loader: DataLoader, device: torch.device | str = "cpu") 
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
-def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
-                seed: int = 0) -> float:
+def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
     """Mean val AUROC of one logistic regression per label column; NaN if no column qualifies."""
     scaler = StandardScaler().fit(train_x)
     tx, vx = scaler.transform(train_x), scaler.transform(val_x)

@@ -33,7 +33,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ptxssl.datasets.dicom import read_dicom
-from ptxssl.datasets.images import _fit, letterbox, to_uint8
+from ptxssl.datasets.images import letterbox, letterbox_shape, to_uint8
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
@@ -73,7 +73,7 @@ def unletterbox(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
     nearest resize breaks them either way).
     """
     size = mask.shape[0]
-    new_h, new_w = _fit(rows, cols, size)
+    new_h, new_w = letterbox_shape(rows, cols, size)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     inner = np.asarray(mask)[top:top + new_h, left:left + new_w]  # (new_h, new_w)
     r = (2 * np.arange(rows, dtype=np.int64) + 1) * new_h // (2 * rows)  # (rows,)
