@@ -28,6 +28,9 @@ def test_tiny_grid_writes_results_table_and_plot_and_skips_finished_cells(siim_c
     table = (grid / "table.md").read_text()
     assert "| mine | 0.5 |" in table and "Δ vs random" in table and "[" in table  # interval vs the baseline
     assert (grid / "dice_vs_fraction.png").stat().st_size > 10_000
+    # finished cells keep their model but not their ~0.3 GB training checkpoints
+    for cell in (grid / "runs" / "random" / "f0.5-s0", grid / "runs" / "mine" / "f0.5-s0"):
+        assert (cell / "model" / "model.safetensors").is_file() and not (cell / "checkpoints").exists()
     # a rerun finds every cell finished and reproduces the same results
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0 and second.output.count("(done before)") == 2
