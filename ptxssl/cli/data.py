@@ -8,36 +8,83 @@ from pathlib import Path
 import click
 
 from ptxssl.cli.common import cli, echo_config, numbers
+from ptxssl.datasets.semisynth.render import Style
+from ptxssl.errors import UserError
 from ptxssl.datasets.sources import SOURCES
 
 
 @cli.command()
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--count", default=200, help="Images per format.")
-@click.option("--size", default=256, help="Image side in pixels.")
-@click.option("--positive-fraction", default=0.3, help="Share of studies with a pneumothorax.")
+@click.option("--count", type=int, default=None,
+              help="Images per format [default: 200; with --backgrounds: one per background].")
+@click.option("--size", default=256, help="Image side in pixels (with --backgrounds: the longer side).")
+@click.option("--positive-fraction", default=0.3, help="Share of studies (backgrounds) with a pneumothorax.")
 @click.option("--seed", default=0, help="Random seed; the same seed gives the same files.")
 @click.option("--format", "fmt", default="all",
               type=click.Choice(["siim", "chestxray14", "chexpert", "all"]), help="Which dataset layout to write.")
 @click.option("--workers", default=2, help="Processes rendering images.")
-def synth(out: Path, count: int, size: int, positive_fraction: float, seed: int, fmt: str, workers: int) -> None:
+@click.option("--backgrounds", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Semi-synthetic SIIM data: real radiographs (PNG/JPEG/DICOM) under this folder as backgrounds.")
+@click.option("--masks", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --backgrounds: real mask shapes from SIIM's train-rle.csv (default: procedural rims).")
+@click.option("--paired", is_flag=True, help="With --backgrounds: every background gives a negative and a positive.")
+@click.option("--min-inside", default=0.7, show_default=True,
+              help="With --backgrounds: share of a mask shape that must lie over the lung fields.")
+@click.option("--texture-loss", default=Style.texture_loss, show_default=True,
+              help="With --backgrounds: share of fine texture (vessels) removed inside the mask.")
+@click.option("--darken", default=Style.darken, show_default=True,
+              help="With --backgrounds: relative intensity drop inside the mask.")
+@click.option("--pleural-line", default=Style.line, show_default=True,
+              help="With --backgrounds: brightness of the visceral pleural line.")
+def synth(out: Path, count: int | None, size: int, positive_fraction: float, seed: int, fmt: str, workers: int,
+          backgrounds: Path | None, masks: Path | None, paired: bool, min_inside: float, texture_loss: float,
+          darken: float, pleural_line: float) -> None:
     """Write synthetic chest X-rays in the real datasets' formats to OUT/<format>/.
 
     SIIM-ACR DICOM + train-rle.csv, ChestX-ray14 PNG + Data_Entry_2017.csv, CheXpert JPEG +
     train.csv, each with qc_anomalies.csv (flipped / rotated / inverted images).
-    """
-    from ptxssl.datasets.synth import FORMATS, synthesize
 
-    formats = FORMATS if fmt == "all" else (fmt,)
-    echo_config("synth", {"out": out, "count": count, "size": size, "positive_fraction": positive_fraction,
-                          "seed": seed, "format": fmt, "workers": workers})
+    With --backgrounds DIR: SIIM only, semi-synthetic — real radiographs from DIR with a
+    pneumothorax rendered into real (--masks) or procedural mask shapes over their lung fields.
+    """
     t0 = time.perf_counter()
-    written = synthesize(out, count=count, size=size, positive_fraction=positive_fraction, seed=seed,
-                         formats=formats, workers=workers)
+    if backgrounds is not None:
+        written = _synth_on_backgrounds(out, backgrounds, masks, count, size, positive_fraction, paired, seed,
+                                        fmt, workers, min_inside, Style(texture_loss, darken, pleural_line))
+    else:
+        from ptxssl.datasets.synth import FORMATS, synthesize
+
+        if masks is not None or paired:
+            raise UserError("--masks and --paired work with --backgrounds DIR only")
+        count = 200 if count is None else count
+        echo_config("synth", {"out": out, "count": count, "size": size, "positive_fraction": positive_fraction,
+                              "seed": seed, "format": fmt, "workers": workers})
+        written = synthesize(out, count=count, size=size, positive_fraction=positive_fraction, seed=seed,
+                             formats=FORMATS if fmt == "all" else (fmt,), workers=workers)
     dt = time.perf_counter() - t0
     for name, n in written.items():
         click.echo(f"  {out / name}: {n} images")
     click.echo(f"done in {dt:.1f} s ({sum(written.values()) / dt:.0f} images/s)")
+
+
+def _synth_on_backgrounds(out: Path, backgrounds: Path, masks: Path | None, count: int | None, size: int,
+                          positive_fraction: float, paired: bool, seed: int, fmt: str, workers: int,
+                          min_inside: float, style: Style) -> dict[str, int]:
+    from ptxssl.datasets.semisynth.write import synthesize_on_backgrounds
+
+    if fmt not in ("siim", "all"):
+        raise UserError(f"--format {fmt}: --backgrounds writes the SIIM layout only; use --format siim")
+    echo_config("synth", {"out": out, "backgrounds": backgrounds, "masks": masks or "procedural",
+                          "count": count or "every background", "size": size,
+                          "positive_fraction": "paired" if paired else positive_fraction, "seed": seed,
+                          "min_inside": min_inside, "texture_loss": style.texture_loss, "darken": style.darken,
+                          "pleural_line": style.line, "workers": workers})
+    summary = synthesize_on_backgrounds(out, backgrounds, masks, size=size, positive_fraction=positive_fraction,
+                                        paired=paired, count=count, seed=seed, style=style,
+                                        min_inside=min_inside, workers=workers)
+    click.echo(f"  {summary['backgrounds']} backgrounds: {summary['images']} images, {summary['positives']} "
+               f"with a pneumothorax, {summary['skipped']} skipped (listed in {out / 'siim' / 'skipped.csv'})")
+    return {"siim": summary["images"]}
 
 
 @cli.command()

@@ -87,18 +87,21 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"letterbox expects an (H, W) image, got shape {image.shape}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    h, w = image.shape
-    new_h, new_w = letterbox_shape(h, w, size)
-    if (new_h, new_w) == (h, w):
-        resized = image
-    else:
-        pil = Image.fromarray(np.ascontiguousarray(image))  # float32 (H, W) -> mode "F"
-        resized = np.asarray(pil.resize((new_w, new_h), Image.Resampling.BILINEAR),
-                             dtype=np.float32)
+    new_h, new_w = letterbox_shape(*image.shape, size)
+    resized = resize(image, new_h, new_w)
     out = np.zeros((size, size), dtype=np.float32)
     top, left = (size - new_h) // 2, (size - new_w) // 2
     out[top:top + new_h, left:left + new_w] = resized
     return out
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(H, W) float -> (height, width) float32 by Pillow's mode-"F" bilinear resampling."""
+    image = np.asarray(image, dtype=np.float32)
+    if image.shape == (height, width):
+        return image
+    pil = Image.fromarray(np.ascontiguousarray(image))  # float32 (H, W) -> mode "F"
+    return np.asarray(pil.resize((width, height), Image.Resampling.BILINEAR), dtype=np.float32)
 
 
 def letterbox_mask(mask: np.ndarray, size: int) -> np.ndarray:

@@ -10,7 +10,6 @@ import csv
 import pickle
 from pathlib import Path
 
-import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
