@@ -18,6 +18,7 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
+import h5py
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -27,8 +28,9 @@ from ptxssl.files import atomic_path, write_text
 from ptxssl.pretrain.engine import CHECKPOINT
 from ptxssl.transfer.run import TransferConfig, transfer
 
-RESULT_COLUMNS = ["encoder", "init", "fraction", "seed", "labelled_images", "siim_dice", "positive_dice",
-                  "image_auroc", "threshold", "min_area_fraction", "best_epoch", "seconds"]
+RESULT_COLUMNS = ["encoder", "init", "fraction", "seed", "labelled_images", "siim_dice", "perfect_detector",
+                  "positive_dice", "image_auroc", "threshold", "min_area_fraction", "best_epoch", "seconds"]
+ALL_EMPTY = "all-empty (no training)"
 
 
 def parse_encoders(specs: list[str]) -> dict[str, str]:
@@ -72,6 +74,7 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
     """Run the grid, then write results.csv, table.md and dice_vs_fraction.png into `out`."""
     out = Path(out)
     rows = []
+    positive = positives_in_test(base.data)
     cells = [(n, f, s) for n in encoders for f in fractions for s in seeds]
     for i, (name, fraction, seed) in enumerate(cells, 1):
         cell = out / "runs" / name / f"f{fraction:g}-s{seed}"
@@ -83,6 +86,7 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
              + (" (done before)" if skipped else f" ({time.perf_counter() - t0:.0f} s)"))
         rows.append({"encoder": name, "init": encoders[name], "fraction": fraction, "seed": seed,
                      "labelled_images": metrics["labelled_images"], "siim_dice": test["siim_dice"],
+                     "perfect_detector": perfect_detector(cell / "test_dice.csv", positive),
                      "positive_dice": test["positive_dice"], "image_auroc": test["image_auroc"],
                      "threshold": tuned["threshold"], "min_area_fraction": tuned["min_area_fraction"],
                      "best_epoch": metrics["best_epoch"], "seconds": metrics.get("seconds", float("nan"))})
@@ -90,7 +94,7 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
-    write_text(out / "table.md", summary_table(results, out / "runs", seed_count=len(seeds)))
+    write_text(out / "table.md", summary_table(results, out / "runs", len(seeds), positive))
     dice_vs_fraction(results, out / "dice_vs_fraction.png")
     return results
 
@@ -98,6 +102,22 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
 def baseline_of(names: list[str]) -> str:
     """ImageNet when it is in the grid, else random, else the first encoder."""
     return next((n for n in ("imagenet", "random") if n in names), names[0])
+
+
+def positives_in_test(cache: str | Path) -> pd.Series:
+    """image_id -> True where the test image's cached mask is non-empty (what Dice is scored on)."""
+    with h5py.File(cache, "r") as h5:
+        rows = np.flatnonzero(h5["split"].asstr()[:] == "test")
+        positive = h5["masks"][rows].reshape(len(rows), -1).any(axis=1)
+        return pd.Series(positive, index=h5["ids"].asstr()[rows], name="positive")
+
+
+def perfect_detector(test_dice: Path, positive: pd.Series) -> float:
+    """The SIIM score had every truly negative image been predicted empty: the encoder's own
+    masks on positive images, 1 on negatives. Its distance from the encoder's score is what
+    false alarms on negative images cost."""
+    dice = pd.read_csv(test_dice, index_col="image_id")["dice"]
+    return float(dice.where(positive.reindex(dice.index).to_numpy(), 1.0).mean())
 
 
 def _per_image(runs: Path, name: str, fraction: float) -> pd.Series:
@@ -114,26 +134,38 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tup
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summary_table(results: pd.DataFrame, runs: Path, seed_count: int) -> str:
-    """Markdown: mean ± std test SIIM score per encoder and fraction, and the paired difference
-    from the baseline with its bootstrap 95% interval."""
+def summary_table(results: pd.DataFrame, runs: Path, seed_count: int, positive: pd.Series) -> str:
+    """Markdown: per encoder and fraction, mean ± std test SIIM score, its perfect-detector
+    bound, positive-image Dice, image AUROC, and the paired difference from the baseline with
+    its bootstrap 95% interval; an all-empty row (no training) above them all."""
     names = list(dict.fromkeys(results["encoder"]))
     base = baseline_of(names)
-    lines = [f"Test SIIM score (mean ± std over {seed_count} seed(s)); Δ = difference from `{base}` with a "
-             "paired bootstrap 95% interval over test images (per-image Dice averaged over seeds).", "",
-             "| encoder | label fraction | labelled images | SIIM score | positive Dice | Δ vs " + base + " |",
-             "|---|---|---|---|---|---|"]
+    empty = (~positive).astype(float)  # per-image Dice of predicting nothing anywhere
+    lines = [f"Test SIIM score (mean ± std over {seed_count} seed(s)); perfect detector = the same masks with "
+             "every truly negative image predicted empty; Δ = SIIM-score difference from "
+             f"`{base}` with a paired bootstrap 95% interval over test images (per-image Dice averaged over "
+             f"seeds). {len(positive)} test images, {int(positive.sum())} with a pneumothorax.", "",
+             "| encoder | label fraction | labelled images | SIIM score | perfect detector | positive Dice | "
+             "image AUROC | Δ vs " + base + " |", "|---|---|---|---|---|---|---|---|"]
+
+    def delta(per_image: pd.Series, fraction: float) -> str:
+        if not ((results["encoder"] == base) & (results["fraction"] == fraction)).any():
+            return "—"
+        diff = (per_image - _per_image(runs, base, fraction).reindex(per_image.index)).to_numpy()
+        lo, hi = paired_bootstrap(diff)
+        return f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
+
+    def spread(g: pd.DataFrame, column: str) -> str:
+        return f"{g[column].mean():.4f}" + (f" ± {g[column].std(ddof=1):.4f}" if len(g) > 1 else "")
+
+    for fraction in dict.fromkeys(results["fraction"]):
+        lines.append(f"| {ALL_EMPTY} | {fraction:g} | 0 | {empty.mean():.4f} | — | 0 | — | "
+                     f"{delta(empty, fraction)} |")
     for (name, fraction), g in results.groupby(["encoder", "fraction"], sort=False):
-        delta = "—"
-        if name != base and ((results["encoder"] == base) & (results["fraction"] == fraction)).any():
-            a, b = _per_image(runs, name, fraction), _per_image(runs, base, fraction)
-            diff = (a - b.reindex(a.index)).to_numpy()
-            lo, hi = paired_bootstrap(diff)
-            delta = f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
-        lines.append(f"| {name} | {fraction:g} | {int(g['labelled_images'].mean())} | "
-                     f"{g['siim_dice'].mean():.4f}" + (f" ± {g['siim_dice'].std(ddof=1):.4f}" if len(g) > 1 else "")
-                     + " | "
-                     f"{g['positive_dice'].mean():.4f} | {delta} |")
+        shown = "—" if name == base else delta(_per_image(runs, name, fraction), fraction)
+        lines.append(f"| {name} | {fraction:g} | {int(g['labelled_images'].mean())} | {spread(g, 'siim_dice')} | "
+                     f"{spread(g, 'perfect_detector')} | {g['positive_dice'].mean():.4f} | "
+                     f"{spread(g, 'image_auroc')} | {shown} |")
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
 from ptxssl.pretrain.encoder import build_encoder, save_encoder
-from ptxssl.transfer.compare import paired_bootstrap, parse_encoders
+from ptxssl.transfer.compare import ALL_EMPTY, paired_bootstrap, parse_encoders, perfect_detector, positives_in_test
 
 from .test_run import siim_cache  # noqa: F401  (the module-scoped tiny SIIM cache)
 
@@ -27,6 +27,12 @@ def test_tiny_grid_writes_results_table_and_plot_and_skips_finished_cells(siim_c
     assert results["siim_dice"].between(0, 1).all()
     table = (grid / "table.md").read_text()
     assert "| mine | 0.5 |" in table and "Δ vs random" in table and "[" in table  # interval vs the baseline
+    # honest baselines: predicting nothing scores the share of empty test masks; the
+    # perfect-detector bound is never below the encoder's own score
+    positive = positives_in_test(siim_cache)
+    assert 0 < positive.sum() < len(positive)
+    assert f"| {ALL_EMPTY} | 0.5 | 0 | {1 - positive.mean():.4f} |" in table
+    assert (results["perfect_detector"] >= results["siim_dice"] - 1e-12).all()
     assert (grid / "dice_vs_fraction.png").stat().st_size > 10_000
     # finished cells keep their model but not their ~0.3 GB training checkpoints
     for cell in (grid / "runs" / "random" / "f0.5-s0", grid / "runs" / "mine" / "f0.5-s0"):
@@ -35,6 +41,13 @@ def test_tiny_grid_writes_results_table_and_plot_and_skips_finished_cells(siim_c
     second = CliRunner().invoke(cli, args)
     assert second.exit_code == 0 and second.output.count("(done before)") == 2
     pd.testing.assert_frame_equal(pd.read_csv(grid / "results.csv"), results)
+
+
+def test_perfect_detector_scores_negatives_as_empty(tmp_path):
+    pd.DataFrame({"image_id": ["a", "b", "c", "d"], "dice": [0.5, 0.0, 1.0, 0.0]}).to_csv(tmp_path / "d.csv", index=False)
+    positive = pd.Series([True, False, False, True], index=["a", "b", "c", "d"])
+    # a: own 0.5; b, c: negatives -> 1; d: a missed positive stays 0
+    assert perfect_detector(tmp_path / "d.csv", positive) == pytest.approx((0.5 + 1 + 1 + 0) / 4)
 
 
 def test_paired_bootstrap_interval_covers_the_shift_and_excludes_zero():

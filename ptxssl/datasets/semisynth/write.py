@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from ptxssl.datasets.dicom import write_dicom
 from ptxssl.datasets.images import IMAGE_SUFFIXES, letterbox_shape, read_image, resize, to_uint8
+from ptxssl.datasets.indexing import require_dir, scan_files
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.datasets.semisynth.lungs import lung_fields
 from ptxssl.datasets.semisynth.render import Style, render_pneumothorax
@@ -115,13 +116,11 @@ def _write(job: Job) -> dict:
 
 def list_backgrounds(root: Path) -> list[Path]:
     """Image files under `root`, recursively, sorted (hidden files skipped)."""
-    if not root.is_dir():
-        raise UserError(f"--backgrounds {root}: not a folder; pass a folder of chest radiographs")
-    found = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
-                   and p.is_file() and not p.name.startswith("."))
+    root = require_dir(root, "--backgrounds")
+    found = scan_files(root, IMAGE_SUFFIXES)
     if not found:
         raise UserError(f"--backgrounds {root}: no {'/'.join(IMAGE_SUFFIXES)} files in it")
-    return found
+    return [root / p for p in found]
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
