@@ -81,38 +81,54 @@ def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_conf
         test, tuned = metrics["test"], metrics["val_tuned"]
         click.echo(f"test SIIM score {test['siim_dice']:.4f}, positive-image Dice {test['positive_dice']:.4f}, "
                    f"image AUROC {test['image_auroc']:.4f} ({metrics['test_images']} images; threshold "
-                   f"{tuned['threshold']:g}, min area {tuned['min_area_fraction']:g} of the image, tuned on val)")
+                   f"{tuned['threshold']:g}, min area {tuned['min_area_fraction']:g} of the image, "
+                   f"{'tuned on val' if cfg.postprocess == 'tuned' else 'fixed'})")
         click.echo(f"model in {Path(cfg.out) / 'model'} (smp from_pretrained); metrics in {Path(cfg.out) / 'metrics.json'}")
 
 
 @cli.command()
 @click.option("--encoder", "encoders", multiple=True, required=True,
               help="An encoder init, repeatable; NAME=INIT names it (e.g. vae=runs/vae).")
-@click.option("--fractions", default="0.01,0.1,1.0", help="Label fractions, comma-separated.")
-@click.option("--seeds", default="0,1,2", help="Seeds, comma-separated.")
+@click.option("--protocol", default=None,
+              help="Start from a published evaluation protocol (e.g. gloria; see ptxssl/transfer/protocols/).")
+@click.option("--fractions", default=None, help="Label fractions, comma-separated [default: 0.01,0.1,1.0].")
+@click.option("--seeds", default=None, help="Seeds, comma-separated [default: 0,1,2].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML file of transfer options for every cell; command-line options win.")
 @config_options(_transfer_config_class(), skip=("encoder", "label_fraction", "label_count", "seed"))
-def compare(encoders: tuple[str, ...], fractions: str, seeds: str, config_file: Path | None, **options) -> None:
+def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | None, seeds: str | None,
+            config_file: Path | None, **options) -> None:
     """Transfer every --encoder at every label fraction and seed; summarise with paired intervals.
 
-    Writes OUT/results.csv (one row a run), OUT/table.md (mean ± std and the difference from
-    ImageNet, or random, with a paired bootstrap 95% interval) and OUT/dice_vs_fraction.png.
-    Finished cells are skipped when the command is rerun.
+    Writes OUT/results.csv (one row a run), OUT/table.md (mean ± std, an all-empty baseline,
+    the perfect-detector bound and the difference from ImageNet, or random, with a paired
+    bootstrap 95% interval) and OUT/dice_vs_fraction.png. Finished cells are skipped when the
+    command is rerun. With --protocol, the protocol's options are the defaults; anything
+    changed on top is listed in the table as a departure from the protocol.
     """
     from ptxssl.pretrain.config import flat
     from ptxssl.transfer.compare import compare as run, parse_encoders
-    from ptxssl.transfer.run import resolve_config
+    from ptxssl.transfer.protocol import check_protocol_keys, departures, load_protocol
+    from ptxssl.transfer.run import TransferConfig, resolve_config
 
-    fraction_list = list(numbers(fractions, "--fractions"))
-    seed_list = list(numbers(seeds, "--seeds", kind=int))
+    preset = load_protocol(protocol) if protocol else None
+    if preset:
+        check_protocol_keys(preset, TransferConfig)
+    fraction_list = list(numbers(fractions, "--fractions")) if fractions else preset["fractions"] if preset else [0.01, 0.1, 1.0]
+    seed_list = list(numbers(seeds, "--seeds", kind=int)) if seeds else preset["seeds"] if preset else [0, 1, 2]
     named = parse_encoders(list(encoders))
-    cfg = resolve_config(config_file, {k: v for k, v in options.items() if v is not None})
+    cfg = resolve_config(config_file, {k: v for k, v in options.items() if v is not None},
+                         preset["transfer"] if preset else None)
     if not cfg.out:
         raise click.UsageError("--out is required: the folder for the grid")
-    echo_config("compare", {"encoders": named, "fractions": fraction_list, "seeds": seed_list, **flat(cfg)})
-    run(cfg, named, fraction_list, seed_list, cfg.out, echo=click.echo)
+    notes = []
+    if preset:
+        moved = departures(preset, cfg, fraction_list, seed_list)
+        notes.append(f"Protocol `{protocol}`: {preset['about']}"
+                     + (f" This run departs from it: {'; '.join(moved)}." if moved else ""))
+    echo_config("compare", {"protocol": protocol or "none", "encoders": named, "fractions": fraction_list,
+                            "seeds": seed_list, **flat(cfg)})
+    run(cfg, named, fraction_list, seed_list, cfg.out, echo=click.echo, notes=notes)
     out = Path(cfg.out)
     click.echo((out / "table.md").read_text().rstrip())
     click.echo(f"wrote {out / 'results.csv'}, {out / 'table.md'}, {out / 'dice_vs_fraction.png'}")
-

@@ -75,13 +75,14 @@ def load_yaml(path: str | Path) -> dict:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def resolve(classes: list[type], file: str | Path | None, overrides: dict[str, Any], label: str = "") -> list[Any]:
-    """Build one instance per config dataclass from defaults < file < overrides.
+def resolve(classes: list[type], file: str | Path | None, overrides: dict[str, Any], label: str = "",
+            preset: dict[str, Any] | None = None) -> list[Any]:
+    """Build one instance per config dataclass from defaults < preset < file < overrides.
 
     Unknown keys in the file are an error listing the valid ones (a typo must not be ignored).
     """
     known = {name: kind for cls in classes for name, (kind, _) in field_help(cls).items()}
-    values: dict[str, Any] = {}
+    values: dict[str, Any] = {k: _coerce(k, v, known[k], "preset") for k, v in (preset or {}).items()}
     if file:
         from_file = load_yaml(file)
         unknown = sorted(set(from_file) - set(known))

@@ -26,6 +26,7 @@ import pandas as pd
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.transfer.protocol import split_rows
 from ptxssl.transfer.run import TransferConfig, transfer
 
 RESULT_COLUMNS = ["encoder", "init", "fraction", "seed", "labelled_images", "siim_dice", "perfect_detector",
@@ -70,11 +71,14 @@ def run_cell(base: TransferConfig, out: Path, init: str, fraction: float, seed: 
 
 
 def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[float], seeds: list[int],
-            out: str | Path, progress: bool = True, echo=print) -> pd.DataFrame:
-    """Run the grid, then write results.csv, table.md and dice_vs_fraction.png into `out`."""
+            out: str | Path, progress: bool = True, echo=print, notes: list[str] = ()) -> pd.DataFrame:
+    """Run the grid, then write results.csv, table.md and dice_vs_fraction.png into `out`.
+
+    `notes` (e.g. the protocol followed and the run's departures from it) head the table.
+    """
     out = Path(out)
     rows = []
-    positive = positives_in_test(base.data)
+    positive = positives_in_test(base)
     cells = [(n, f, s) for n in encoders for f in fractions for s in seeds]
     for i, (name, fraction, seed) in enumerate(cells, 1):
         cell = out / "runs" / name / f"f{fraction:g}-s{seed}"
@@ -94,7 +98,8 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
-    write_text(out / "table.md", summary_table(results, out / "runs", len(seeds), positive))
+    table = summary_table(results, out / "runs", len(seeds), positive)
+    write_text(out / "table.md", "".join(f"{n}\n\n" for n in notes) + table)
     dice_vs_fraction(results, out / "dice_vs_fraction.png")
     return results
 
@@ -104,10 +109,10 @@ def baseline_of(names: list[str]) -> str:
     return next((n for n in ("imagenet", "random") if n in names), names[0])
 
 
-def positives_in_test(cache: str | Path) -> pd.Series:
+def positives_in_test(cfg: TransferConfig) -> pd.Series:
     """image_id -> True where the test image's cached mask is non-empty (what Dice is scored on)."""
-    with h5py.File(cache, "r") as h5:
-        rows = np.flatnonzero(h5["split"].asstr()[:] == "test")
+    rows = split_rows(cfg.data, cfg.resplit, cfg.split_seed)["test"]
+    with h5py.File(cfg.data, "r") as h5:
         positive = h5["masks"][rows].reshape(len(rows), -1).any(axis=1)
         return pd.Series(positive, index=h5["ids"].asstr()[rows], name="positive")
 

@@ -60,7 +60,7 @@ class SegmentationModule(EngineModule):
         return self.unet(model_input(x, self.unet.encoder.conv1.in_channels, NORMALIZATION))
 
     def encoder_frozen(self) -> bool:
-        return self.current_epoch < self.cfg.freeze_epochs
+        return self.cfg.freeze_epochs < 0 or self.current_epoch < self.cfg.freeze_epochs
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         frozen = self.encoder_frozen()

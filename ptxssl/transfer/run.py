@@ -28,7 +28,8 @@ from ptxssl.pretrain.encoder import NORMALIZATION
 from ptxssl.pretrain.engine import clear_run_dir, fit, prepare_run_dir
 from ptxssl.transfer.model import META_FILE, MODEL_DIR, build_unet, save_model
 from ptxssl.transfer.module import SegmentationModule, predict_loader
-from ptxssl.transfer.metrics import dice_per_image, evaluate, postprocess, tune_postprocess
+from ptxssl.transfer.metrics import dice_per_image, evaluate, postprocess, siim_score, tune_postprocess
+from ptxssl.transfer.protocol import SPLITS, balanced_subset, split_rows
 from ptxssl.transfer.subset import label_subset
 
 BEST = "checkpoints/best.ckpt"
@@ -45,7 +46,7 @@ class TransferConfig(TrainConfig):
     lr: float = opt(1e-4, "Adam learning rate of the decoder and head.")
     encoder_lr_scale: float = opt(1.0, "Encoder learning rate as a fraction of --lr (e.g. 0.1).")
     freeze_epochs: int = opt(0, "Train only the decoder for this many first epochs (encoder BatchNorm "
-                                "in eval mode too).")
+                                "in eval mode too); -1: the whole run (a frozen encoder).")
     focal_weight: float = opt(1.0, "Weight of the focal loss term.")
     dice_weight: float = opt(1.0, "Weight of the Dice loss term.")
     hflip: float = opt(0.5, "Horizontal flip probability of the training augmentation.")
@@ -53,20 +54,32 @@ class TransferConfig(TrainConfig):
     label_fraction: float = opt(1.0, "Train on this stratified fraction of the training labels.")
     label_count: int = opt(0, "Train on this many labelled images instead (0: use --label-fraction).")
     patience: int = opt(10, "Stop after this many epochs without a better validation score (0: never).")
+    resplit: str = opt("", "Split the cache's images afresh into train,val,test fractions (e.g. "
+                           "0.7,0.15,0.15), seeded by --split-seed; empty: the cache's patient-level split.")
+    split_seed: int = opt(0, "Seed of --resplit and of --balance's negatives.")
+    balance: bool = opt(False, "Train on every positive plus as many negatives, before --label-fraction.")
+    postprocess: str = opt("tuned", "tuned: threshold and minimum area searched on val; fixed: --threshold, "
+                                    "no minimum area.")
+    threshold: float = opt(0.5, "Probability threshold when --postprocess fixed.")
 
 
-def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None) -> TransferConfig:
-    """Defaults < `config_file` < `overrides`, as for pretraining."""
-    return resolve([TransferConfig], config_file, dict(overrides or {}), "transfer")[0]
+def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None,
+                   preset: dict | None = None) -> TransferConfig:
+    """Defaults < `preset` (a protocol's options) < `config_file` < `overrides`, as for pretraining."""
+    return resolve([TransferConfig], config_file, dict(overrides or {}), "transfer", preset)[0]
 
 
 def _labelled_rows(cfg: TransferConfig, train: CacheDataset) -> np.ndarray:
-    positive = train.labels[train.rows, 0] == 1 if train.labels is not None else np.zeros(len(train), bool)
+    rows = train.rows
+    positive = train.labels[rows, 0] == 1 if train.labels is not None else np.zeros(len(rows), bool)
+    if cfg.balance:
+        keep = balanced_subset(positive, cfg.split_seed)
+        rows, positive = rows[keep], positive[keep]
     if cfg.label_count:
         picked = label_subset(positive, count=cfg.label_count, seed=cfg.seed)
     else:
         picked = label_subset(positive, fraction=cfg.label_fraction, seed=cfg.seed)
-    return train.rows[picked]
+    return rows[picked]
 
 
 def _write_csv(path: Path, header: list[str], columns: list) -> None:
@@ -89,8 +102,10 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
         raise UserError("--out is required: the run folder to write")
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
-    train = CacheDataset(cfg.data, split="train", with_masks=True)
-    val, test = (CacheDataset(cfg.data, split=s, with_masks=True) for s in ("val", "test"))
+    if cfg.postprocess not in ("tuned", "fixed"):
+        raise UserError(f"--postprocess must be tuned or fixed (got {cfg.postprocess!r})")
+    splits = split_rows(cfg.data, cfg.resplit, cfg.split_seed)
+    train, val, test = (CacheDataset(cfg.data, with_masks=True, rows=splits[s]) for s in SPLITS)
     if not len(val) or not len(test):
         raise UserError(f"{cfg.data}: transfer needs val and test images (val {len(val)}, test {len(test)}); "
                         "prepare the cache with a larger --split share for them")
@@ -98,7 +113,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     if size % 32:
         raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
     rows = _labelled_rows(cfg, train)
-    labelled = CacheDataset(cfg.data, split="train", with_masks=True, rows=rows)
+    labelled = CacheDataset(cfg.data, with_masks=True, rows=rows)
     if len(labelled) < 2:
         raise UserError(f"only {len(labelled)} labelled training image(s) selected; use a larger "
                         "--label-fraction or --label-count (at least 2)")
@@ -111,6 +126,10 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
         out.mkdir(parents=True, exist_ok=True)
         positive = (labelled.labels[labelled.rows, 0] == 1).astype(int)
         _write_csv(out / "labelled.csv", ["image_id", "pneumothorax"], [labelled.ids, positive])
+        if cfg.resplit:  # the split is part of the result: keep it with the run
+            _write_csv(out / "split.csv", ["image_id", "split"],
+                       [np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in splits.values()]),
+                        np.repeat(SPLITS, [len(r) for r in splits.values()])])
     # full batches only (BatchNorm cannot train on a last batch of one), unless the labelled
     # set is smaller than a batch: then each step sees all of it
     loader = train_loader(labelled, cfg.batch_size, cfg.workers, cfg.seed,
@@ -129,7 +148,11 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
         module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
     module.eval()
     val_probs, val_masks = predict_loader(module, val_loader, progress)
-    tuned = tune_postprocess(val_probs, val_masks)
+    if cfg.postprocess == "fixed":
+        tuned = {"threshold": cfg.threshold, "min_area_fraction": 0.0,
+                 "score": siim_score(postprocess(val_probs, cfg.threshold, 0.0), val_masks)}
+    else:
+        tuned = tune_postprocess(val_probs, val_masks)
     test_loader = DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers)
     test_probs, test_masks = predict_loader(module, test_loader, progress)
     scores = evaluate(test_probs, test_masks, tuned["threshold"], tuned["min_area_fraction"])

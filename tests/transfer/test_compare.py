@@ -9,6 +9,7 @@ from click.testing import CliRunner
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
 from ptxssl.pretrain.encoder import build_encoder, save_encoder
+from ptxssl.transfer.run import resolve_config
 from ptxssl.transfer.compare import ALL_EMPTY, paired_bootstrap, parse_encoders, perfect_detector, positives_in_test
 
 from .test_run import siim_cache  # noqa: F401  (the module-scoped tiny SIIM cache)
@@ -29,7 +30,7 @@ def test_tiny_grid_writes_results_table_and_plot_and_skips_finished_cells(siim_c
     assert "| mine | 0.5 |" in table and "Δ vs random" in table and "[" in table  # interval vs the baseline
     # honest baselines: predicting nothing scores the share of empty test masks; the
     # perfect-detector bound is never below the encoder's own score
-    positive = positives_in_test(siim_cache)
+    positive = positives_in_test(resolve_config(None, {"data": str(siim_cache)}))
     assert 0 < positive.sum() < len(positive)
     assert f"| {ALL_EMPTY} | 0.5 | 0 | {1 - positive.mean():.4f} |" in table
     assert (results["perfect_detector"] >= results["siim_dice"] - 1e-12).all()

@@ -212,7 +212,9 @@ def test_smp_loads_the_model_without_ptxssl(tmp_path):
             "assert not any(n.startswith('ptxssl') for n in sys.modules), 'ptxssl was imported'\n"
             "print('ok')\n")
     done = subprocess.run([sys.executable, "-c", code], check=False, cwd=tmp_path, capture_output=True, text=True,
-                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE"})
+                          env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "OMP_WAIT_POLICY": "PASSIVE",
+                               # the same thread count as this process, so the sums agree bit for bit
+                               "OMP_NUM_THREADS": str(torch.get_num_threads())})
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().endswith("ok")
 

@@ -1,0 +1,81 @@
+"""Published evaluation protocols as presets, and the data choices they fix.
+
+A protocol is a YAML file in `ptxssl/transfer/protocols/` — where it comes from, the grid
+(fractions, seeds) and the transfer options it fixes — so a second protocol is a second
+file, not a branch in the code. `compare --protocol NAME` starts from it; options given on
+top still apply, and the run then records how it departs from the protocol.
+
+The data choices protocols make (a fresh split of the images, a class-balanced training
+set) are options of every transfer run (`--resplit`, `--balance`) and live here too.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import h5py
+import numpy as np
+import yaml
+
+from ptxssl.errors import UserError
+
+PROTOCOL_DIR = Path(__file__).parent / "protocols"
+SPLITS = ("train", "val", "test")
+
+
+def protocol_names() -> list[str]:
+    return sorted(p.stem for p in PROTOCOL_DIR.glob("*.yaml"))
+
+
+def load_protocol(name: str) -> dict:
+    """{"name", "about", "fractions", "seeds", "transfer": {option: value}, "published": ...}."""
+    path = PROTOCOL_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise UserError(f"--protocol {name!r}: unknown; choose from {', '.join(protocol_names())}")
+    return {"name": name, **yaml.safe_load(path.read_text())}
+
+
+def departures(protocol: dict, cfg, fractions: list[float], seeds: list[int]) -> list[str]:
+    """How a resolved run differs from the protocol, one "what: run (protocol: value)" each."""
+    out = [f"{key} {getattr(cfg, key)!r} (protocol: {value!r})" for key, value in protocol["transfer"].items()
+           if getattr(cfg, key) != value]
+    for name, ours in (("fractions", fractions), ("seeds", seeds)):
+        if list(ours) != list(protocol[name]):
+            out.append(f"{name} {ours} (protocol: {protocol[name]})")
+    return out + [f"{key}: {text}" for key, text in protocol.get("fixed_by_ptxssl", {}).items()]
+
+
+def check_protocol_keys(protocol: dict, config_class: type) -> None:
+    """A preset naming an option that does not exist is a packaging bug: fail loudly."""
+    known = {f.name for f in dataclasses.fields(config_class)}
+    unknown = sorted(set(protocol["transfer"]) - known)
+    if unknown:
+        raise UserError(f"protocol {protocol['name']}: unknown transfer option(s) {', '.join(unknown)}")
+
+
+def split_rows(cache: str | Path, resplit: str = "", seed: int = 0) -> dict[str, np.ndarray]:
+    """Cache rows of train / val / test: the cache's own (patient-level) split, or with
+    `resplit` ("0.7,0.15,0.15") a seeded split of the images themselves, as protocols that
+    split unique images do."""
+    with h5py.File(cache, "r") as h5:
+        split = h5["split"].asstr()[:]
+    if not resplit:
+        return {s: np.flatnonzero(split == s) for s in SPLITS}
+    try:
+        fractions = [float(x) for x in resplit.split(",")]
+    except ValueError:
+        fractions = []
+    if len(fractions) != 3 or min(fractions) <= 0 or abs(sum(fractions) - 1) > 1e-6:
+        raise UserError(f"--resplit {resplit!r}: give train,val,test fractions > 0 that sum to 1, "
+                        "e.g. 0.7,0.15,0.15")
+    order = np.random.default_rng([seed, 21]).permutation(len(split))
+    cuts = np.round(np.cumsum(fractions)[:2] * len(split)).astype(int)
+    return {s: np.sort(part) for s, part in zip(SPLITS, np.split(order, cuts))}
+
+
+def balanced_subset(positive: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Sorted indices of every positive plus as many negatives, drawn by `seed` (all of the
+    negatives when they are fewer)."""
+    positive = np.asarray(positive, bool)
+    negatives = np.random.default_rng([seed, 22]).permutation(np.flatnonzero(~positive))
+    return np.sort(np.concatenate([np.flatnonzero(positive), negatives[: int(positive.sum())]]))
