@@ -7,8 +7,9 @@
 Stages (each skipped when its output exists, so a killed run continues):
 synth --backgrounds --paired (rendered at --render-size) -> prepare siim (--size, 60/20/20
 patient-level split; a background's negative and positive share a patient) -> prepare the
-raw radiographs as an unlabelled folder cache -> pretrain --method on it (all radiographs,
-test ones included: no labels are used) -> compare random vs the pretrained encoder.
+raw radiographs as an unlabelled folder cache -> pretrain --method on its train split (80 % of
+the radiographs, drawn independently of the SIIM split: backgrounds of SIIM test images can be
+among them, as unlabelled pretraining data would be) -> compare random vs the pretrained encoder.
 """
 from __future__ import annotations
 
