@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
@@ -280,3 +281,22 @@ def model_input(images: torch.Tensor, in_channels: int, normalization: dict) -> 
     """
     x = (images - normalization["mean"]) / normalization["std"]  # (N, 1, H, W)
     return x.expand(-1, in_channels, -1, -1) if in_channels != x.shape[1] else x
+
+
+TTA_MODES = ("none", "hflip")
+
+
+def probabilities(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, tta: str = "none") -> torch.Tensor:
+    """sigmoid(model(x)), (N, C, H, W) -> (N, 1, H, W); the one place evaluation and `predict`
+    turn logits into probabilities.
+
+    tta="hflip" averages it with the flipped-back prediction on the mirrored image: training
+    flips images, so both views are in-distribution, and the mean smooths out the model's
+    left/right disagreements.
+    """
+    if tta not in TTA_MODES:
+        raise ValueError(f"tta must be one of {TTA_MODES}, got {tta!r}")
+    probs = torch.sigmoid(model(x))
+    if tta == "hflip":
+        probs = (probs + torch.sigmoid(model(x.flip(-1))).flip(-1)) / 2
+    return probs

@@ -15,7 +15,7 @@ from ptxssl.pretrain.config import flat
 from ptxssl.pretrain.encoder import NORMALIZATION
 from ptxssl.pretrain.engine import EngineModule
 from ptxssl.transfer.losses import SegmentationLoss
-from ptxssl.transfer.model import model_input
+from ptxssl.transfer.model import model_input, probabilities
 
 VAL_THRESHOLD = 0.5  # the per-epoch validation score uses a plain threshold; tuning comes after training
 
@@ -91,13 +91,16 @@ class SegmentationModule(EngineModule):
 
 
 @torch.no_grad()
-def predict_loader(module: SegmentationModule, loader: DataLoader, progress: bool = False
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (N, S, S) float32 and masks (N, S, S) bool at the run's size, in loader order."""
+def predict_loader(module: SegmentationModule, loader: DataLoader, progress: bool = False, tta: str = "none"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, S, S) float32 and masks (N, S, S) bool at the run's size, in loader order.
+
+    tta: "none" or "hflip" (`probabilities`); the run tunes and scores with the TTA `predict` uses.
+    """
     device = next(module.parameters()).device
     probs, masks = [], []
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
         x, mask = module.adapt(batch["image"].to(device), batch["mask"].to(device))
-        probs.append(torch.sigmoid(module(x))[:, 0].float().cpu().numpy())
+        probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
         masks.append(mask[:, 0].cpu().numpy() > 0.5)
     return np.concatenate(probs), np.concatenate(masks)

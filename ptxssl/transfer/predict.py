@@ -1,10 +1,12 @@
 """Run a trained UNet on a folder of DICOMs: a SIIM-format submission CSV and mask overlays.
 
 Each image goes through exactly the training-time path: `read_dicom` (the reader `prepare`
-uses), `letterbox` to the run's image size, the stored normalisation, the UNet, sigmoid, and
-the post-processing tuned on the validation split (ptxssl.json). Post-processing happens at
-the model's resolution, where the threshold and minimum area were tuned; the mask is then
-cut out of the letterbox padding and resized (nearest) to the DICOM's own rows x columns.
+uses), `letterbox` to the run's image size, the stored normalisation, the UNet, sigmoid (with
+the run's test-time augmentation, ptxssl.json "tta"), and the post-processing chosen on the
+validation split (ptxssl.json: threshold and minimum area, or with "postprocess": "triplet"
+the top / minimum area / bottom rule). Post-processing happens at the model's resolution,
+where it was tuned; the mask is then cut out of the letterbox padding and resized (nearest)
+to the DICOM's own rows x columns.
 
 CSV: `ImageId,EncodedPixels`, ImageId = the DICOM's SOPInstanceUID (the SIIM convention; the
 file stem when the tag is empty), EncodedPixels = SIIM relative column-major RLE or -1.
@@ -37,8 +39,8 @@ from ptxssl.datasets.images import letterbox, letterbox_shape, to_uint8
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
-from ptxssl.transfer.metrics import postprocess
-from ptxssl.transfer.model import load_model, model_input
+from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise
+from ptxssl.transfer.model import TTA_MODES, load_model, model_input, probabilities
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -56,12 +58,29 @@ def find_dicoms(folder: str | Path) -> list[Path]:
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: np.ndarray, meta: dict) -> np.ndarray:
-    """(N, S, S) letterboxed grey [0, 1] -> (N, S, S) float32 pneumothorax probabilities."""
+    """(N, S, S) letterboxed grey [0, 1] -> (N, S, S) float32 pneumothorax probabilities
+    (with meta["tta"], "none" when absent)."""
     model.eval()
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None].to(device)
     x = model_input(x, int(meta["in_channels"]), meta["normalization"])  # (N, C, S, S)
-    return torch.sigmoid(model(x))[:, 0].float().cpu().numpy()
+    return probabilities(model, x, meta.get("tta", "none"))[:, 0].float().cpu().numpy()
+
+
+def postprocess_params(meta: dict, run_dir: str | Path) -> tuple[float, float, float | None]:
+    """(threshold, min_area_fraction, bottom) from ptxssl.json; bottom is None unless the run
+    chose the triplet rule. Also checks meta["tta"], so a bad meta fails before any image."""
+    tta, mode = meta.get("tta", "none"), meta.get("postprocess", "tuned")
+    if tta not in TTA_MODES:
+        raise UserError(f"{run_dir}: ptxssl.json has tta {tta!r}, which this ptxssl does not know "
+                        f"({' or '.join(TTA_MODES)}); rerun the transfer or update ptxssl")
+    if mode not in POSTPROCESS_MODES:
+        raise UserError(f"{run_dir}: ptxssl.json has postprocess {mode!r}, which this ptxssl does not know "
+                        f"({', '.join(POSTPROCESS_MODES)}); rerun the transfer or update ptxssl")
+    bottom = meta.get("bottom") if mode == "triplet" else None
+    if mode == "triplet" and bottom is None:
+        raise UserError(f"{run_dir}: ptxssl.json says postprocess triplet but has no bottom; rerun the transfer")
+    return float(meta["threshold"]), float(meta["min_area_fraction"]), bottom
 
 
 def unletterbox(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -111,7 +130,7 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
     model, meta = load_model(run_dir)
     dicom_dir = Path(dicom_dir)
     files = find_dicoms(dicom_dir)
-    size, threshold, area = int(meta["image_size"]), meta["threshold"], meta["min_area_fraction"]
+    size, (threshold, area, bottom) = int(meta["image_size"]), postprocess_params(meta, run_dir)
     overlays = Path(overlays_dir) if overlays_dir is not None else None
     rows, skipped, positive = [], [], 0  # rows: (ImageId, EncodedPixels)
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
@@ -129,7 +148,7 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         if not batch:
             continue
         probs = predict_probs(model, np.stack([letterbox(img, size) for _, img, _ in batch]), meta)
-        masks = postprocess(probs, threshold, area)  # (n, S, S) bool
+        masks = binarise(probs, threshold, area, bottom)  # (n, S, S) bool
         for (path, image, info), mask in zip(batch, masks):
             full = unletterbox(mask, *image.shape)  # (rows, cols)
             image_id = info.get("sop_uid") or path.stem

@@ -5,8 +5,8 @@ A protocol is a YAML file in `ptxssl/transfer/protocols/` — where it comes fro
 file, not a branch in the code. `compare --protocol NAME` starts from it; options given on
 top still apply, and the run then records how it departs from the protocol.
 
-The data choices protocols make (a fresh split of the images, a class-balanced training
-set) are options of every transfer run (`--resplit`, `--balance`) and live here too.
+The data choices protocols make (a fresh split of the images, K folds by patient, a
+class-balanced training set) are options of every transfer run and live here too.
 """
 from __future__ import annotations
 
@@ -71,6 +71,33 @@ def split_rows(cache: str | Path, resplit: str = "", seed: int = 0) -> dict[str,
     order = np.random.default_rng([seed, 21]).permutation(len(split))
     cuts = np.round(np.cumsum(fractions)[:2] * len(split)).astype(int)
     return {s: np.sort(part) for s, part in zip(SPLITS, np.split(order, cuts))}
+
+
+def fold_rows(cache: str | Path, folds: int, fold: int, seed: int = 0) -> dict[str, np.ndarray]:
+    """Cache rows of train / val / test for fold `fold` of a K-fold cross-validation.
+
+    Patients are dealt into `folds` folds, shuffled by `seed` within each class (a patient is
+    positive when any of their images has a non-empty mask), so every fold holds about the
+    same share of positives and no patient spans two folds. Fold `fold` is the test split,
+    the next one (cyclically) the validation split, the rest train.
+    """
+    if folds < 3 or not 0 <= fold < folds:
+        raise UserError(f"--folds must be >= 3 and --fold in 0..folds-1 (got folds {folds}, fold {fold}): "
+                        "one fold tests, one validates, the rest train")
+    with h5py.File(cache, "r") as h5:
+        patients = h5["patient_ids"].asstr()[:]
+        positive = h5["masks"][:].reshape(len(patients), -1).any(axis=1)
+    ids, index = np.unique(patients, return_inverse=True)
+    sick = np.zeros(len(ids), bool)
+    np.logical_or.at(sick, index, positive)
+    rng = np.random.default_rng([seed, 23])
+    of_patient = np.empty(len(ids), int)
+    for group in (np.flatnonzero(sick), np.flatnonzero(~sick)):
+        of_patient[rng.permutation(group)] = np.arange(len(group)) % folds
+    of_image = of_patient[index]
+    val = (fold + 1) % folds
+    return {"train": np.flatnonzero((of_image != fold) & (of_image != val)),
+            "val": np.flatnonzero(of_image == val), "test": np.flatnonzero(of_image == fold)}
 
 
 def balanced_subset(positive: np.ndarray, seed: int = 0) -> np.ndarray:

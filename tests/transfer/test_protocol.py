@@ -94,3 +94,26 @@ def test_compare_cli_with_protocol_records_it_and_its_departures(siim_cache, tmp
     assert config["threshold"] == 0.5 and config["min_area_fraction"] == 0.0
     unknown = CliRunner().invoke(cli, ["compare", "--protocol", "nope", "--encoder", "random", "--out", str(grid)])
     assert unknown.exit_code == 2 and "gloria" in unknown.output
+
+
+def test_folds_are_disjoint_cover_the_data_keep_patients_whole_and_stratify(siim_cache):  # noqa: F811
+    import h5py
+
+    from ptxssl.transfer.protocol import fold_rows
+
+    with h5py.File(siim_cache, "r") as h5:
+        patients = h5["patient_ids"].asstr()[:]
+        positive = h5["masks"][:].reshape(len(patients), -1).any(axis=1)
+    tests = [fold_rows(siim_cache, 4, k, seed=1) for k in range(4)]
+    covered = np.concatenate([t["test"] for t in tests])
+    assert sorted(covered) == list(range(len(patients)))  # each image tested exactly once
+    for k, parts in enumerate(tests):
+        rows = [set(parts[s]) for s in ("train", "val", "test")]
+        assert not (rows[0] & rows[1] or rows[0] & rows[2] or rows[1] & rows[2])
+        assert set().union(*rows) == set(range(len(patients)))
+        assert parts["val"].tolist() == tests[(k + 1) % 4]["test"].tolist()
+        for a, b in (("train", "test"), ("train", "val"), ("val", "test")):
+            assert not set(patients[parts[a]]) & set(patients[parts[b]])  # patients stay whole
+        assert positive[parts["test"]].any() and (~positive[parts["test"]]).any()
+    with pytest.raises(UserError, match="--folds"):
+        fold_rows(siim_cache, 2, 0)
