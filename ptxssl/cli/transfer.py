@@ -61,7 +61,8 @@ def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_conf
     \b
     --encoder: random | imagenet | imagenet:FILE (torchvision resnet34 weights on disk) |
                an encoder.safetensors | a `ptxssl pretrain` run folder.
-    Post-processing (threshold, minimum mask area) is tuned on val, then applied to test.
+    Post-processing (threshold and minimum mask area, or --postprocess triplet) is tuned on val,
+    then applied to test.
     """
     import yaml
 
@@ -82,7 +83,8 @@ def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_conf
         click.echo(f"test SIIM score {test['siim_dice']:.4f}, positive-image Dice {test['positive_dice']:.4f}, "
                    f"image AUROC {test['image_auroc']:.4f} ({metrics['test_images']} images; threshold "
                    f"{tuned['threshold']:g}, min area {tuned['min_area_fraction']:g} of the image, "
-                   f"{'tuned on val' if cfg.postprocess == 'tuned' else 'fixed'})")
+                   + (f"mask at {tuned['bottom']:g}, " if "bottom" in tuned else "")
+                   + f"{'fixed' if cfg.postprocess == 'fixed' else 'tuned on val'})")
         click.echo(f"model in {Path(cfg.out) / 'model'} (smp from_pretrained); metrics in {Path(cfg.out) / 'metrics.json'}")
 
 
@@ -95,7 +97,7 @@ def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_conf
 @click.option("--seeds", default=None, help="Seeds, comma-separated [default: 0,1,2].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML file of transfer options for every cell; command-line options win.")
-@config_options(_transfer_config_class(), skip=("encoder", "label_fraction", "label_count", "seed"))
+@config_options(_transfer_config_class(), skip=("encoder", "label_fraction", "label_count", "seed", "fold"))
 def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | None, seeds: str | None,
             config_file: Path | None, **options) -> None:
     """Transfer every --encoder at every label fraction and seed; summarise with paired intervals.

@@ -50,11 +50,11 @@ class WithTargets(Dataset):
 
 
 def train_loader(ds: Dataset, batch_size: int, workers: int, seed: int, drop_last: bool,
-                 weights: np.ndarray | None = None) -> DataLoader:
-    """The training DataLoader: seeded per-epoch shuffling; `drop_last` keeps batch sizes equal
-    (MoCo's queue needs it)."""
-    if drop_last and len(ds) < batch_size:
-        raise UserError(f"--batch-size {batch_size} is larger than the training split ({len(ds)} images); "
-                        "lower it")
-    return DataLoader(ds, batch_size=batch_size, sampler=EpochSampler(len(ds), seed, weights), num_workers=workers,
+                 weights: np.ndarray | None = None, sampler: Sampler | None = None) -> DataLoader:
+    """The training DataLoader: seeded per-epoch shuffling (or `sampler`, any sampler with
+    `set_epoch`); `drop_last` keeps batch sizes equal (MoCo's queue needs it)."""
+    sampler = sampler or EpochSampler(len(ds), seed, weights)
+    if drop_last and len(sampler) < batch_size:
+        raise UserError(f"--batch-size {batch_size} is larger than an epoch ({len(sampler)} images); lower it")
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       drop_last=drop_last, persistent_workers=workers > 0)

@@ -26,11 +26,12 @@ import pandas as pd
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.pretrain.engine import CHECKPOINT
-from ptxssl.transfer.protocol import split_rows
+from ptxssl.transfer.protocol import run_splits
 from ptxssl.transfer.run import TransferConfig, transfer
 
-RESULT_COLUMNS = ["encoder", "init", "fraction", "seed", "labelled_images", "siim_dice", "perfect_detector",
-                  "positive_dice", "image_auroc", "threshold", "min_area_fraction", "best_epoch", "seconds"]
+RESULT_COLUMNS = ["encoder", "init", "fraction", "seed", "fold", "labelled_images", "siim_dice", "perfect_detector",
+                  "positive_dice", "image_auroc", "recall", "f1", "threshold", "min_area_fraction", "best_epoch",
+                  "seconds"]
 ALL_EMPTY = "all-empty (no training)"
 
 
@@ -56,13 +57,14 @@ def _default_name(init: str) -> str:
     return (path.parent.name if path.suffix == ".safetensors" else path.name) or "encoder"
 
 
-def run_cell(base: TransferConfig, out: Path, init: str, fraction: float, seed: int, progress: bool) -> dict:
+def run_cell(base: TransferConfig, out: Path, init: str, fraction: float, seed: int, progress: bool,
+             fold: int = 0) -> dict:
     """One transfer run in `out`, skipped when finished, resumed when interrupted."""
     done = out / "metrics.json"
     if done.is_file():
         return json.loads(done.read_text())
     resume = (out / CHECKPOINT).is_file()
-    cfg = replace(base, encoder=init, label_fraction=fraction, label_count=0, seed=seed, out=str(out))
+    cfg = replace(base, encoder=init, label_fraction=fraction, label_count=0, seed=seed, fold=fold, out=str(out))
     metrics = transfer(cfg, resume=resume, overwrite=out.exists() and not resume, progress=progress)
     # a finished cell is never resumed and its model is in model/: its training checkpoints
     # (~0.3 GB each for a ResNet-34 UNet with Adam state) would fill the disk over a grid
@@ -74,31 +76,40 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
             out: str | Path, progress: bool = True, echo=print, notes: list[str] = ()) -> pd.DataFrame:
     """Run the grid, then write results.csv, table.md and dice_vs_fraction.png into `out`.
 
-    `notes` (e.g. the protocol followed and the run's departures from it) head the table.
+    With `base.folds` = K, each encoder and fraction runs once per fold (with the first seed)
+    instead of once per seed: every image is tested exactly once, by the fold that held it
+    out. `notes` (e.g. the protocol followed and the run's departures from it) head the table.
     """
     out = Path(out)
     rows = []
-    positive = positives_in_test(base)
-    cells = [(n, f, s) for n in encoders for f in fractions for s in seeds]
-    for i, (name, fraction, seed) in enumerate(cells, 1):
-        cell = out / "runs" / name / f"f{fraction:g}-s{seed}"
+    repeats = [(seeds[0], k) for k in range(base.folds)] if base.folds else [(s, 0) for s in seeds]
+    positive = (pd.concat([positives_in_test(replace(base, fold=k)) for k in range(base.folds)]) if base.folds
+                else positives_in_test(base))  # every test image of the grid, once
+    cells = [(n, f, s, k) for n in encoders for f in fractions for s, k in repeats]
+    for i, (name, fraction, seed, fold) in enumerate(cells, 1):
+        which = f"fold {fold}" if base.folds else f"seed {seed}"
+        cell = out / "runs" / name / (f"f{fraction:g}-k{fold}" if base.folds else f"f{fraction:g}-s{seed}")
         t0 = time.perf_counter()
         skipped = (cell / "metrics.json").is_file()
-        metrics = run_cell(base, cell, encoders[name], fraction, seed, progress)
+        metrics = run_cell(base, cell, encoders[name], fraction, seed, progress, fold)
         test, tuned = metrics["test"], metrics["val_tuned"]
-        echo(f"[{i}/{len(cells)}] {name} fraction {fraction:g} seed {seed}: SIIM score {test['siim_dice']:.4f}"
+        echo(f"[{i}/{len(cells)}] {name} fraction {fraction:g} {which}: SIIM score {test['siim_dice']:.4f}"
              + (" (done before)" if skipped else f" ({time.perf_counter() - t0:.0f} s)"))
         rows.append({"encoder": name, "init": encoders[name], "fraction": fraction, "seed": seed,
+                     "fold": fold if base.folds else -1,
                      "labelled_images": metrics["labelled_images"], "siim_dice": test["siim_dice"],
                      "perfect_detector": perfect_detector(cell / "test_dice.csv", positive),
                      "positive_dice": test["positive_dice"], "image_auroc": test["image_auroc"],
+                     # image-level, at the tuned post-processing; absent from cells run before they existed
+                     "recall": test.get("recall", float("nan")), "f1": test.get("f1", float("nan")),
                      "threshold": tuned["threshold"], "min_area_fraction": tuned["min_area_fraction"],
                      "best_epoch": metrics["best_epoch"], "seconds": metrics.get("seconds", float("nan"))})
     results = pd.DataFrame(rows, columns=RESULT_COLUMNS)
     out.mkdir(parents=True, exist_ok=True)
     with atomic_path(out / "results.csv") as tmp:
         results.to_csv(tmp, index=False)
-    table = summary_table(results, out / "runs", len(seeds), positive)
+    over = f"{base.folds} folds" if base.folds else f"{len(seeds)} seed(s)"
+    table = summary_table(results, out / "runs", over, positive)
     write_text(out / "table.md", "".join(f"{n}\n\n" for n in notes) + table)
     dice_vs_fraction(results, out / "dice_vs_fraction.png")
     return results
@@ -111,7 +122,7 @@ def baseline_of(names: list[str]) -> str:
 
 def positives_in_test(cfg: TransferConfig) -> pd.Series:
     """image_id -> True where the test image's cached mask is non-empty (what Dice is scored on)."""
-    rows = split_rows(cfg.data, cfg.resplit, cfg.split_seed)["test"]
+    rows = run_splits(cfg)["test"]
     with h5py.File(cfg.data, "r") as h5:
         positive = h5["masks"][rows].reshape(len(rows), -1).any(axis=1)
         return pd.Series(positive, index=h5["ids"].asstr()[rows], name="positive")
@@ -126,9 +137,10 @@ def perfect_detector(test_dice: Path, positive: pd.Series) -> float:
 
 
 def _per_image(runs: Path, name: str, fraction: float) -> pd.Series:
-    """Per-image test Dice of an encoder at a fraction, averaged over its seeds."""
+    """Per-image test Dice of an encoder at a fraction, averaged over its seeds (with folds:
+    each image from the one fold that tested it)."""
     frames = [pd.read_csv(p, index_col="image_id")["dice"]
-              for p in sorted((runs / name).glob(f"f{fraction:g}-s*/test_dice.csv"))]
+              for p in sorted((runs / name).glob(f"f{fraction:g}-[sk]*/test_dice.csv"))]
     return pd.concat(frames, axis=1).mean(axis=1)
 
 
@@ -139,17 +151,17 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tup
     return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
 
 
-def summary_table(results: pd.DataFrame, runs: Path, seed_count: int, positive: pd.Series) -> str:
+def summary_table(results: pd.DataFrame, runs: Path, over: str, positive: pd.Series) -> str:
     """Markdown: per encoder and fraction, mean ± std test SIIM score, its perfect-detector
     bound, positive-image Dice, image AUROC, and the paired difference from the baseline with
     its bootstrap 95% interval; an all-empty row (no training) above them all."""
     names = list(dict.fromkeys(results["encoder"]))
     base = baseline_of(names)
     empty = (~positive).astype(float)  # per-image Dice of predicting nothing anywhere
-    lines = [f"Test SIIM score (mean ± std over {seed_count} seed(s)); perfect detector = the same masks with "
+    lines = [f"Test SIIM score (mean ± std over {over}); perfect detector = the same masks with "
              "every truly negative image predicted empty; Δ = SIIM-score difference from "
              f"`{base}` with a paired bootstrap 95% interval over test images (per-image Dice averaged over "
-             f"seeds). {len(positive)} test images, {int(positive.sum())} with a pneumothorax.", "",
+             f"seeds; with folds each image counts once, from the fold that tested it). {len(positive)} test images, {int(positive.sum())} with a pneumothorax.", "",
              "| encoder | label fraction | labelled images | SIIM score | perfect detector | positive Dice | "
              "image AUROC | Δ vs " + base + " |", "|---|---|---|---|---|---|---|---|"]
 

@@ -45,7 +45,7 @@ class SegmentationModule(EngineModule):
     def __init__(self, unet: nn.Module, cfg, image_size: int, run_dir: str | Path = ".") -> None:
         super().__init__(flat(cfg), Path(run_dir))
         self.unet, self.cfg, self.image_size = unet, cfg, image_size
-        self.loss = SegmentationLoss(cfg.focal_weight, cfg.dice_weight)
+        self.loss = SegmentationLoss(cfg.loss)
         self.augment = segmentation_augment(cfg.hflip) if cfg.augment else None
 
     def adapt(self, x: torch.Tensor, mask: torch.Tensor | None = None):

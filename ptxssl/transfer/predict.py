@@ -80,7 +80,7 @@ def postprocess_params(meta: dict, run_dir: str | Path) -> tuple[float, float, f
     bottom = meta.get("bottom") if mode == "triplet" else None
     if mode == "triplet" and bottom is None:
         raise UserError(f"{run_dir}: ptxssl.json says postprocess triplet but has no bottom; rerun the transfer")
-    return float(meta["threshold"]), float(meta["min_area_fraction"]), bottom
+    return float(meta["threshold"]), float(meta["min_area_fraction"]), None if bottom is None else float(bottom)
 
 
 def unletterbox(mask: np.ndarray, rows: int, cols: int) -> np.ndarray:

@@ -73,6 +73,13 @@ def split_rows(cache: str | Path, resplit: str = "", seed: int = 0) -> dict[str,
     return {s: np.sort(part) for s, part in zip(SPLITS, np.split(order, cuts))}
 
 
+def run_splits(cfg) -> dict[str, np.ndarray]:
+    """The train / val / test rows a transfer config asks for: K folds, a fresh split, or the cache's."""
+    if cfg.folds:
+        return fold_rows(cfg.data, cfg.folds, cfg.fold, cfg.split_seed)
+    return split_rows(cfg.data, cfg.resplit, cfg.split_seed)
+
+
 def fold_rows(cache: str | Path, folds: int, fold: int, seed: int = 0) -> dict[str, np.ndarray]:
     """Cache rows of train / val / test for fold `fold` of a K-fold cross-validation.
 

@@ -3,8 +3,10 @@
 The recipe follows the original study by default (focal + Dice loss, Adam lr 1e-4, flips and
 small affine changes, batch 8), through the same Lightning engine as pretraining, so devices,
 precision, DDP, checkpoints and `--resume` behave the same. The best epoch by validation
-score is kept; post-processing (threshold, minimum component area) is tuned on validation
-only and then applied once to the fixed test split.
+score is kept (or the mean weights of the K best, `--average-top-k`); post-processing
+(threshold and minimum component area, or the triplet rule; see metrics.py) is tuned on
+validation only and then applied once to the fixed test split, both with the test-time
+augmentation (`--tta`) that `predict` will use.
 """
 from __future__ import annotations
 
@@ -14,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-import torch
 from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
@@ -26,10 +27,13 @@ from ptxssl.pretrain.config import TrainConfig, opt, resolve
 from ptxssl.pretrain.data import train_loader
 from ptxssl.pretrain.encoder import NORMALIZATION
 from ptxssl.pretrain.engine import clear_run_dir, fit, prepare_run_dir
-from ptxssl.transfer.model import META_FILE, MODEL_DIR, build_unet, save_model
+from ptxssl.transfer.averaging import average_checkpoints, top_k_paths
+from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val
+from ptxssl.transfer.model import META_FILE, MODEL_DIR, TTA_MODES, build_unet, save_model
 from ptxssl.transfer.module import SegmentationModule, predict_loader
-from ptxssl.transfer.metrics import dice_per_image, evaluate, postprocess, siim_score, tune_postprocess
-from ptxssl.transfer.protocol import SPLITS, balanced_subset, split_rows
+from ptxssl.transfer.losses import DEFAULT_LOSS
+from ptxssl.transfer.protocol import SPLITS, balanced_subset, run_splits
+from ptxssl.transfer.sampling import ScheduleSampler
 from ptxssl.transfer.subset import label_subset
 
 BEST = "checkpoints/best.ckpt"
@@ -47,8 +51,8 @@ class TransferConfig(TrainConfig):
     encoder_lr_scale: float = opt(1.0, "Encoder learning rate as a fraction of --lr (e.g. 0.1).")
     freeze_epochs: int = opt(0, "Train only the decoder for this many first epochs (encoder BatchNorm "
                                 "in eval mode too); -1: the whole run (a frozen encoder).")
-    focal_weight: float = opt(1.0, "Weight of the focal loss term.")
-    dice_weight: float = opt(1.0, "Weight of the Dice loss term.")
+    loss: str = opt(DEFAULT_LOSS, "Loss terms NAME:WEIGHT, comma-separated, from bce, dice, focal, lovasz "
+                                  "(e.g. bce:3,dice:1,focal:4).")
     hflip: float = opt(0.5, "Horizontal flip probability of the training augmentation.")
     augment: bool = opt(True, "Flips and small affine / intensity changes on training images.")
     label_fraction: float = opt(1.0, "Train on this stratified fraction of the training labels.")
@@ -56,11 +60,27 @@ class TransferConfig(TrainConfig):
     patience: int = opt(10, "Stop after this many epochs without a better validation score (0: never).")
     resplit: str = opt("", "Split the cache's images afresh into train,val,test fractions (e.g. "
                            "0.7,0.15,0.15), seeded by --split-seed; empty: the cache's patient-level split.")
-    split_seed: int = opt(0, "Seed of --resplit and of --balance's negatives.")
-    balance: bool = opt(False, "Train on every positive plus as many negatives, before --label-fraction.")
+    split_seed: int = opt(0, "Seed of --resplit, --folds and --balance's negatives.")
+    folds: int = opt(0, "K-fold cross-validation by patient, stratified by positive/negative (0: off): "
+                        "--fold is the test fold, the next one validates, the rest train.")
+    fold: int = opt(0, "Which fold tests, 0..folds-1 (with --folds).")
+    balance: bool = opt(False, "Train on a fixed set of every positive plus as many negatives, before "
+                               "--label-fraction (a protocol choice; see --sampler for per-epoch schedules).")
+    sampler: str = opt("all", "Which labelled images each epoch sees: all, balanced (every positive + fresh "
+                              "negatives), sliding (positive share from --pos-rate-start to --pos-rate-end), "
+                              "positives.")
+    resample_every: int = opt(1, "--sampler balanced: draw new negatives every N epochs.")
+    pos_rate_start: float = opt(0.8, "--sampler sliding: positive share of the first epoch.")
+    pos_rate_end: float = opt(0.4, "--sampler sliding: positive share of the last epoch.")
     postprocess: str = opt("tuned", "tuned: threshold and minimum area searched on val; fixed: --threshold, "
-                                    "no minimum area.")
+                                    "no minimum area; triplet: an image is positive if a minimum area exceeds "
+                                    "a top threshold, its mask is then drawn at a bottom threshold (all three "
+                                    "searched on val).")
     threshold: float = opt(0.5, "Probability threshold when --postprocess fixed.")
+    tta: str = opt("none", "Test-time augmentation for val tuning, test and predict: none, or hflip (mean with "
+                           "the flipped-back prediction of the mirrored image).")
+    average_top_k: int = opt(0, "Test (and save) the mean weights of the K best epochs by val score; 0 or 1: "
+                                "the best epoch.")
 
 
 def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None,
@@ -82,6 +102,32 @@ def _labelled_rows(cfg: TransferConfig, train: CacheDataset) -> np.ndarray:
     return rows[picked]
 
 
+def _check_options(cfg: TransferConfig) -> None:
+    if cfg.postprocess not in POSTPROCESS_MODES:
+        raise UserError(f"--postprocess must be tuned, fixed or triplet (got {cfg.postprocess!r})")
+    if cfg.tta not in TTA_MODES:
+        raise UserError(f"--tta must be none or hflip (got {cfg.tta!r})")
+    if cfg.average_top_k < 0:
+        raise UserError(f"--average-top-k must be 0 or more (got {cfg.average_top_k}); 0 keeps the best epoch")
+
+
+def _best_callback(cfg: TransferConfig, out: Path) -> ModelCheckpoint:
+    """best.ckpt, or with --average-top-k K > 1 the K best epochs as best-epoch=E.ckpt."""
+    k = max(cfg.average_top_k, 1)
+    return ModelCheckpoint(dirpath=out / "checkpoints", filename="best" if k == 1 else "best-{epoch}",
+                           monitor="val_score", mode="max", save_top_k=k, save_last=False,
+                           enable_version_counter=False)
+
+
+def _load_best(module: SegmentationModule, paths: list[Path]) -> list[int]:
+    """Load the mean weights of `paths` (best first) into `module`; their epochs, best first."""
+    if not paths:  # no validation ran (e.g. --max-steps 0): the weights as they are
+        return []
+    state, epochs = average_checkpoints(paths)  # one path: exactly its weights
+    module.load_state_dict(state)
+    return epochs
+
+
 def _write_csv(path: Path, header: list[str], columns: list) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -100,11 +146,10 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
                         "`ptxssl prepare --dataset siim`)")
     if not cfg.out:
         raise UserError("--out is required: the run folder to write")
+    _check_options(cfg)
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
-    if cfg.postprocess not in ("tuned", "fixed"):
-        raise UserError(f"--postprocess must be tuned or fixed (got {cfg.postprocess!r})")
-    splits = split_rows(cfg.data, cfg.resplit, cfg.split_seed)
+    splits = run_splits(cfg)
     train, val, test = (CacheDataset(cfg.data, with_masks=True, rows=splits[s]) for s in SPLITS)
     if not len(val) or not len(test):
         raise UserError(f"{cfg.data}: transfer needs val and test images (val {len(val)}, test {len(test)}); "
@@ -121,59 +166,53 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     unet, init = build_unet(cfg.encoder, cfg.in_channels)
     module = SegmentationModule(unet, cfg, size, out)
     if overwrite and ckpt is None:
-        clear_run_dir(out, ("metrics.json", "test_dice.csv", META_FILE, MODEL_DIR, BEST))
+        clear_run_dir(out, ("metrics.json", "test_dice.csv", META_FILE, MODEL_DIR, "checkpoints"))  # all top-k
     if rank_zero_only.rank == 0:
         out.mkdir(parents=True, exist_ok=True)
         positive = (labelled.labels[labelled.rows, 0] == 1).astype(int)
         _write_csv(out / "labelled.csv", ["image_id", "pneumothorax"], [labelled.ids, positive])
-        if cfg.resplit:  # the split is part of the result: keep it with the run
+        if cfg.resplit or cfg.folds:  # the split is part of the result: keep it with the run
             _write_csv(out / "split.csv", ["image_id", "split"],
                        [np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in splits.values()]),
                         np.repeat(SPLITS, [len(r) for r in splits.values()])])
     # full batches only (BatchNorm cannot train on a last batch of one), unless the labelled
     # set is smaller than a batch: then each step sees all of it
+    sampler = ScheduleSampler(labelled.labels[labelled.rows, 0] == 1, cfg.sampler, cfg.seed, cfg.epochs,
+                              cfg.resample_every, cfg.pos_rate_start, cfg.pos_rate_end)
     loader = train_loader(labelled, cfg.batch_size, cfg.workers, cfg.seed,
-                          drop_last=len(labelled) >= cfg.batch_size)
+                          drop_last=len(sampler) >= cfg.batch_size, sampler=sampler)
     val_loader = DataLoader(val, batch_size=cfg.batch_size, num_workers=cfg.workers)
-    callbacks: list[pl.Callback] = [ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_score",
-                                                    mode="max", save_top_k=1, save_last=False,
-                                                    enable_version_counter=False)]
+    best_callback = _best_callback(cfg, out)
+    callbacks: list[pl.Callback] = [best_callback]
     if cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_score", mode="max", patience=cfg.patience))
     trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress, val_loader=val_loader)
     if trainer.global_rank != 0:
         return {}
-    best = out / BEST
-    if best.is_file():  # the best epoch's weights (no unpickling of arbitrary objects)
-        module.load_state_dict(torch.load(best, map_location="cpu", weights_only=True)["state_dict"])
+    paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
+    epochs = _load_best(module, paths)
     module.eval()
-    val_probs, val_masks = predict_loader(module, val_loader, progress)
-    if cfg.postprocess == "fixed":
-        tuned = {"threshold": cfg.threshold, "min_area_fraction": 0.0,
-                 "score": siim_score(postprocess(val_probs, cfg.threshold, 0.0), val_masks)}
-    else:
-        tuned = tune_postprocess(val_probs, val_masks)
+    val_probs, val_masks = predict_loader(module, val_loader, progress, cfg.tta)
+    tuned = tune_on_val(cfg.postprocess, val_probs, val_masks, cfg.threshold)
+    rule = (tuned["threshold"], tuned["min_area_fraction"], tuned.get("bottom"))  # bottom: triplet only
     test_loader = DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers)
-    test_probs, test_masks = predict_loader(module, test_loader, progress)
-    scores = evaluate(test_probs, test_masks, tuned["threshold"], tuned["min_area_fraction"])
-    dice = dice_per_image(postprocess(test_probs, tuned["threshold"], tuned["min_area_fraction"]), test_masks)
+    test_probs, test_masks = predict_loader(module, test_loader, progress, cfg.tta)
+    scores = evaluate(test_probs, test_masks, *rule)
+    dice = dice_per_image(binarise(test_probs, *rule), test_masks)
     metrics = {"test": scores, "val_tuned": tuned, "encoder": init, "labelled_images": len(labelled),
                "labelled_positive": int((labelled.labels[labelled.rows, 0] == 1).sum()),
-               "best_epoch": _best_epoch(best), "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
+               "best_epoch": epochs[0] if epochs else None, "weights_from_epochs": epochs,
+               "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
                "image_size": size, "test_images": len(test), "seed": cfg.seed,
                "seconds": round(trainer.fit_seconds, 1)}
     _write_csv(out / "test_dice.csv", ["image_id", "dice"], [test.ids, np.round(dice, 6)])  # per image, for paired comparisons
     meta = {"image_size": size, "in_channels": cfg.in_channels, "normalization": NORMALIZATION,
-            "threshold": tuned["threshold"], "min_area_fraction": tuned["min_area_fraction"], "encoder": init}
+            "postprocess": tuned["mode"], "threshold": tuned["threshold"],
+            "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
+            "tta": cfg.tta, "encoder": init}
     save_model(module.unet, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
     write_json(out / "metrics.json", metrics)  # last: `compare` takes a cell with metrics.json as finished
     return metrics
-
-
-def _best_epoch(best: Path) -> int | None:
-    if not best.is_file():
-        return None
-    return int(torch.load(best, map_location="cpu", weights_only=True)["epoch"])
 
 
 def _card(cfg: TransferConfig, metrics: dict) -> str:

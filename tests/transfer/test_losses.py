@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptxssl.transfer.losses import SegmentationLoss
+from ptxssl.errors import UserError
+from ptxssl.transfer.losses import SegmentationLoss, parse_loss
 
 
 def _reference(logits: torch.Tensor, masks: torch.Tensor) -> tuple[float, float]:
@@ -25,8 +26,26 @@ def test_terms_match_reference_and_weights_combine():
     assert set(out) == {"loss", "focal", "dice"}
     assert out["focal"].item() == pytest.approx(focal, rel=1e-5)
     assert out["dice"].item() == pytest.approx(dice, rel=1e-5)
-    weighted = SegmentationLoss(focal_weight=2.0, dice_weight=0.5)(logits, masks)
+    weighted = SegmentationLoss("focal:2,dice:0.5")(logits, masks)
     assert weighted["loss"].item() == pytest.approx(2 * focal + 0.5 * dice, rel=1e-5)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits(logits, masks).item()
+    mixed = SegmentationLoss("bce:3,dice:1,focal:4")(logits, masks)
+    assert set(mixed) == {"loss", "bce", "dice", "focal"}
+    assert mixed["loss"].item() == pytest.approx(3 * bce + dice + 4 * focal, rel=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["", "dice:-1", "dice:x", "cross:1", "dice:1,dice:2", "dice:0"])
+def test_bad_loss_specs_name_the_option(spec):
+    with pytest.raises(UserError, match="--loss"):
+        parse_loss(spec)
+
+
+def test_lovasz_term_falls_to_zero_on_a_perfect_margin():
+    masks = torch.zeros(1, 1, 8, 8)
+    masks[0, 0, 2:5, 2:5] = 1
+    loss = SegmentationLoss("lovasz:1")
+    assert loss(10 * (2 * masks - 1), masks)["loss"].item() == pytest.approx(0.0, abs=1e-6)
+    assert loss(torch.zeros_like(masks), masks)["loss"].item() > 0.5
 
 
 def test_all_empty_batch_has_zero_dice_term():

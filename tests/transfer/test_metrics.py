@@ -8,6 +8,7 @@ from ptxssl.transfer.metrics import (
     dice_per_image,
     evaluate,
     image_auroc,
+    image_detection,
     positive_dice,
     postprocess,
     siim_score,
@@ -113,6 +114,33 @@ def test_evaluate_reports_everything():
     truth[0, 4:8, 4:8] = True
     probs = np.where(truth, 0.9, 0.1)
     out = evaluate(probs, truth, threshold=0.5, min_area_fraction=0.0)
-    assert out == {"siim_dice": 1.0, "positive_dice": 1.0, "image_auroc": 1.0, "n_images": 2,
-                   "n_positive": 1, "threshold": 0.5, "min_area_fraction": 0.0}
+    assert out == {"siim_dice": 1.0, "positive_dice": 1.0, "image_auroc": 1.0, "precision": 1.0, "recall": 1.0,
+                   "f1": 1.0, "n_images": 2, "n_positive": 1, "threshold": 0.5, "min_area_fraction": 0.0}
     assert evaluate(probs, truth, threshold=0.95, min_area_fraction=0.0)["siim_dice"] == 0.5
+
+
+def test_image_precision_recall_f1_hand_case():
+    truth = np.zeros((6, 4, 4), dtype=bool)
+    truth[:4, 1, 1] = True  # images 0-3 have a pneumothorax
+    pred = np.zeros_like(truth)
+    pred[0, 2, 2] = True  # true positive (a wrong place still calls the image positive)
+    pred[4, 0, 0] = True  # false positive; images 1-3 are false negatives, image 5 a true negative
+    assert image_detection(pred, truth) == {"precision": 0.5, "recall": 0.25, "f1": pytest.approx(1 / 3)}
+    none = image_detection(np.zeros_like(truth), truth)
+    assert np.isnan(none["precision"]) and none["recall"] == 0.0 and none["f1"] == 0.0
+    assert all(np.isnan(v) for v in image_detection(np.zeros_like(truth), np.zeros_like(truth)).values())
+
+
+def test_evaluate_detection_is_at_the_post_processed_operating_point():
+    truth = np.zeros((3, 16, 16), dtype=bool)
+    truth[:2, 4:8, 4:8] = True
+    probs = np.where(truth, 0.6, 0.1)
+    probs[0, 5:7, 5:7] = 0.9  # image 0: 4 px above top; image 1: none; image 2 (negative): a faint 0.5 patch
+    probs[2, 10:14, 10:14] = 0.5
+    triplet = evaluate(probs, truth, threshold=0.8, min_area_fraction=2 / 256, bottom=0.4)
+    # only image 0 passes the gate, and its mask at 0.4 is exactly the truth
+    assert (triplet["precision"], triplet["recall"], triplet["bottom"]) == (1.0, 0.5, 0.4)
+    assert triplet["siim_dice"] == pytest.approx(2 / 3) and triplet["positive_dice"] == 0.5
+    plain = evaluate(probs, truth, threshold=0.4, min_area_fraction=0.0)  # every patch is called
+    assert (plain["precision"], plain["recall"], plain["f1"]) == (pytest.approx(2 / 3), 1.0, 0.8)
+    assert "bottom" not in plain

@@ -117,3 +117,17 @@ def test_folds_are_disjoint_cover_the_data_keep_patients_whole_and_stratify(siim
         assert positive[parts["test"]].any() and (~positive[parts["test"]]).any()
     with pytest.raises(UserError, match="--folds"):
         fold_rows(siim_cache, 2, 0)
+
+
+def test_compare_with_folds_tests_every_image_once(siim_cache, tmp_path):  # noqa: F811
+    grid = tmp_path / "grid"
+    args = ["compare", "--encoder", "random", "--fractions", "1.0", "--folds", "3", "--data", str(siim_cache),
+            "--out", str(grid), "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--workers", "0"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(grid / "results.csv")
+    assert results["fold"].tolist() == [0, 1, 2]
+    tested = [pd.read_csv(grid / "runs" / "random" / f"f1-k{k}" / "test_dice.csv")["image_id"] for k in range(3)]
+    ids = pd.concat(tested)
+    assert ids.is_unique and len(ids) == 48  # the folds' test sets partition the cache
+    assert "over 3 folds" in (grid / "table.md").read_text()

@@ -12,9 +12,16 @@ from click.testing import CliRunner
 
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import build_encoder, save_encoder
+from ptxssl.datasets.dicom import read_dicom
+from ptxssl.datasets.images import letterbox
+from ptxssl.datasets.rle import decode_siim
+from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, save_encoder
+from ptxssl.transfer.compare import compare
+from ptxssl.transfer.metrics import DEFAULT_AREA_FRACTIONS, TRIPLET_BOTTOMS, TRIPLET_TOPS, postprocess_triplet
+from ptxssl.transfer.predict import predict_dicoms, unletterbox
 from ptxssl.transfer.run import resolve_config, transfer
 from tests.helpers import synthetic_cache
+from tests.transfer.test_predict import _write_dicoms
 
 FAST = {"image_size": 32, "batch_size": 4, "workers": 0, "epochs": 2, "patience": 0}
 
@@ -90,7 +97,7 @@ def test_bad_label_fraction_and_missing_cache_are_named(siim_cache, tmp_path):
 def test_transfer_cli_prints_config_and_scores(siim_cache, tmp_path):
     runner = CliRunner()
     shown = runner.invoke(cli, ["transfer", "--print-config", "--data", str(siim_cache)])
-    assert shown.exit_code == 0 and "focal_weight: 1.0" in shown.output and "lr: 0.0001" in shown.output
+    assert shown.exit_code == 0 and "loss: focal:1,dice:1" in shown.output and "lr: 0.0001" in shown.output
     res = runner.invoke(cli, ["transfer", "--data", str(siim_cache), "--out", str(tmp_path / "cli"),
                               "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--workers", "0",
                               "--label-fraction", "0.5"])
@@ -100,3 +107,77 @@ def test_transfer_cli_prints_config_and_scores(siim_cache, tmp_path):
                               "--encoder", str(tmp_path / "missing.safetensors")])
     assert bad.exit_code == 2 and "missing.safetensors" in bad.output
     assert np.isfinite(json.loads((tmp_path / "cli" / "metrics.json").read_text())["test"]["siim_dice"])
+
+
+def _hflip_probs(model, images: list[np.ndarray], size: int) -> np.ndarray:
+    """Flip-TTA probabilities computed here, without ptxssl's prediction code."""
+    x = torch.from_numpy(np.stack([letterbox(im, size) for im in images]))[:, None]
+    x = (x - NORMALIZATION["mean"]) / NORMALIZATION["std"]
+    with torch.no_grad():
+        model.eval()
+        return ((torch.sigmoid(model(x)) + torch.sigmoid(model(x.flip(-1))).flip(-1)) / 2)[:, 0].numpy()
+
+
+def test_competition_recipe_run_records_it_and_predict_applies_it(siim_cache, tmp_path):
+    run = tmp_path / "run"
+    metrics = _run(siim_cache, run, postprocess="triplet", tta="hflip", average_top_k=2, label_count=8)
+    tuned, test = metrics["val_tuned"], metrics["test"]
+    # the triplet was searched on val, on its grid, with bottom <= top, and used for test
+    assert tuned["mode"] == "triplet" and tuned["threshold"] in TRIPLET_TOPS and tuned["bottom"] in TRIPLET_BOTTOMS
+    assert tuned["min_area_fraction"] in DEFAULT_AREA_FRACTIONS and tuned["bottom"] <= tuned["threshold"]
+    assert {k: test[k] for k in ("threshold", "min_area_fraction", "bottom")} == \
+        {k: tuned[k] for k in ("threshold", "min_area_fraction", "bottom")}
+    for key in ("precision", "recall", "f1"):
+        assert key in test and (np.isnan(test[key]) or 0 <= test[key] <= 1)
+    # the saved weights are the mean of the two best epochs' checkpoints (both epochs here)
+    assert sorted(metrics["weights_from_epochs"]) == [0, 1] and metrics["best_epoch"] in (0, 1)
+    ckpts = [torch.load(run / "checkpoints" / f"best-epoch={e}.ckpt", weights_only=True)["state_dict"]
+             for e in (0, 1)]
+    saved = smp.from_pretrained(str(run / "model")).state_dict()
+    assert not torch.equal(ckpts[0]["unet.decoder.blocks.0.conv1.0.weight"],
+                           ckpts[1]["unet.decoder.blocks.0.conv1.0.weight"])
+    for key, value in saved.items():
+        if value.is_floating_point():
+            torch.testing.assert_close(value, (ckpts[0]["unet." + key] + ckpts[1]["unet." + key]) / 2)
+    # predict reads the rule and the TTA from ptxssl.json ...
+    meta = json.loads((run / "ptxssl.json").read_text())
+    assert (meta["postprocess"], meta["tta"], meta["bottom"]) == ("triplet", "hflip", tuned["bottom"])
+    files = _write_dicoms(tmp_path / "dicoms")
+    images = {sop: read_dicom(path)[0] for sop, path in files.items()}
+    probs = dict(zip(images, _hflip_probs(smp.from_pretrained(str(run / "model")), list(images.values()), 32)))
+    # ... on its own triplet, and on one that gates out the weakest of the three images and
+    # draws the others' masks at the median probability (non-trivial masks whatever was learned)
+    maxima = np.sort([p.max() for p in probs.values()])
+    top = float((maxima[0] + maxima[1]) / 2)
+    forced = {"threshold": top, "min_area_fraction": 1 / 1024,
+              "bottom": min(top, float(np.median(np.stack(list(probs.values())))))}
+    for name, rule in (("own", tuned), ("forced", forced)):
+        (run / "ptxssl.json").write_text(json.dumps({**meta, **{k: rule[k] for k in forced}}))
+        summary = predict_dicoms(run, tmp_path / "dicoms", tmp_path / f"{name}.csv", progress=False)
+        rles = pd.read_csv(tmp_path / f"{name}.csv", dtype=str).set_index("ImageId").EncodedPixels
+        for sop, image in images.items():
+            mask = postprocess_triplet(probs[sop], rule["threshold"], rule["min_area_fraction"], rule["bottom"])
+            np.testing.assert_array_equal(decode_siim(rles[sop], *image.shape), unletterbox(mask, *image.shape))
+        assert name == "own" or summary["positive"] == 2
+    # results.csv of compare carries the image-level recall and F1 of each cell
+    cell = tmp_path / "grid" / "runs" / "random" / "f1-s0"
+    cell.mkdir(parents=True)
+    for name in ("metrics.json", "test_dice.csv"):  # a finished cell: compare reads it, trains nothing
+        (cell / name).write_bytes((run / name).read_bytes())
+    base = resolve_config(None, {"data": str(siim_cache), **FAST})
+    results = compare(base, {"random": "random"}, [1.0], [0], tmp_path / "grid", progress=False, echo=lambda _: None)
+    row = pd.read_csv(tmp_path / "grid" / "results.csv").iloc[0]
+    for key in ("recall", "f1"):
+        assert row[key] == pytest.approx(test[key], nan_ok=True) and key in results.columns
+
+
+def test_recipe_options_are_checked_and_listed(siim_cache, tmp_path):
+    for option, value, message in (("postprocess", "best", "--postprocess must be tuned, fixed or triplet"),
+                                   ("tta", "vflip", "--tta must be none or hflip"),
+                                   ("average_top_k", -1, "--average-top-k must be 0 or more")):
+        with pytest.raises(UserError, match=message):
+            _run(siim_cache, tmp_path / option, **{option: value})
+        assert not (tmp_path / option).exists()
+    for command in ("transfer", "compare"):
+        shown = CliRunner().invoke(cli, [command, "--help"])
+        assert "--tta" in shown.output and "--average-top-k" in shown.output and "triplet" in shown.output
