@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptxssl.datasets.cache import cache_info, prepare
-from ptxssl.datasets.synth import FORMATS, synthesize
+from ptxssl.datasets.synth import DEFAULT_FORMATS, synthesize
 from ptxssl.pretrain.encoder import WEIGHTS_FILE
 from ptxssl.pretrain.engine import CHECKPOINT
 from ptxssl.pretrain.run import pretrain, resolve_config
@@ -67,10 +67,10 @@ def run_demo(out: str | Path, quick: bool = False, echo: Callable[[str], None] =
         timer.stage(text)
 
     data, nih = out / "data", out / "chestxray14.h5"
-    if not all((data / f / "qc_anomalies.csv").is_file() for f in FORMATS):
+    if not all((data / f / "qc_anomalies.csv").is_file() for f in DEFAULT_FORMATS):
         stage(f"synth: {s.count} images per format at {s.size} px -> {data}")
         synthesize(data, count=s.count, size=s.size, seed=0, workers=workers, progress=progress)
-    for fmt in FORMATS:
+    for fmt in DEFAULT_FORMATS:
         cache = out / f"{fmt}.h5"
         if not cache.exists():
             stage(f"prepare {fmt} -> {cache}")

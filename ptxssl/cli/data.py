@@ -21,7 +21,8 @@ from ptxssl.datasets.sources import SOURCES
 @click.option("--positive-fraction", default=0.3, help="Share of studies (backgrounds) with a pneumothorax.")
 @click.option("--seed", default=0, help="Random seed; the same seed gives the same files.")
 @click.option("--format", "fmt", default="all",
-              type=click.Choice(["siim", "chestxray14", "chexpert", "all"]), help="Which dataset layout to write.")
+              type=click.Choice(["siim", "chestxray14", "chexpert", "candid", "all"]),
+              help="Which dataset layout to write (all: siim, chestxray14 and chexpert).")
 @click.option("--workers", default=2, help="Processes rendering images.")
 @click.option("--backgrounds", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Semi-synthetic SIIM data: real radiographs (PNG/JPEG/DICOM) under this folder as backgrounds.")
@@ -52,7 +53,7 @@ def synth(out: Path, count: int | None, size: int, positive_fraction: float, see
         written = _synth_on_backgrounds(out, backgrounds, masks, count, size, positive_fraction, paired, seed,
                                         fmt, workers, min_inside, Style(texture_loss, darken, pleural_line))
     else:
-        from ptxssl.datasets.synth import FORMATS, synthesize
+        from ptxssl.datasets.synth import DEFAULT_FORMATS, synthesize
 
         if masks is not None or paired:
             raise UserError("--masks and --paired work with --backgrounds DIR only")
@@ -60,7 +61,7 @@ def synth(out: Path, count: int | None, size: int, positive_fraction: float, see
         echo_config("synth", {"out": out, "count": count, "size": size, "positive_fraction": positive_fraction,
                               "seed": seed, "format": fmt, "workers": workers})
         written = synthesize(out, count=count, size=size, positive_fraction=positive_fraction, seed=seed,
-                             formats=FORMATS if fmt == "all" else (fmt,), workers=workers)
+                             formats=DEFAULT_FORMATS if fmt == "all" else (fmt,), workers=workers)
     dt = time.perf_counter() - t0
     for name, n in written.items():
         click.echo(f"  {out / name}: {n} images")
@@ -98,13 +99,16 @@ def _synth_on_backgrounds(out: Path, backgrounds: Path, masks: Path | None, coun
 @click.option("--seed", default=0, help="Seed of the patient-level train/val/test split.")
 @click.option("--split", "fractions", default="0.8,0.1,0.1", help="train,val,test fractions.")
 @click.option("--labels-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SIIM: the RLE label file, if not in SRC.")
+              help="SIIM / CANDID: the RLE label file, if not in SRC.")
+@click.option("--rle", default="siim", type=click.Choice(["siim", "absolute"]),
+              help="CANDID: how EncodedPixels are written (siim: relative offsets; absolute: 1-based starts).")
 @click.option("--uncertainty", default="zeros", type=click.Choice(["ones", "zeros", "ignore"]),
               help="CheXpert: how uncertain (-1) labels are read (ignore = unknown/NaN).")
 @click.option("--all-views", is_flag=True, help="CheXpert: keep lateral views too (default: frontal only).")
 @click.option("--overwrite", is_flag=True, help="Rebuild OUT if it exists.")
 def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_error: str, seed: int,
-            fractions: str, labels_csv: Path | None, uncertainty: str, all_views: bool, overwrite: bool) -> None:
+            fractions: str, labels_csv: Path | None, rle: str, uncertainty: str, all_views: bool,
+            overwrite: bool) -> None:
     """Decode a raw dataset folder SRC once into an HDF5 cache read by all training stages.
 
     Resumable: rerun the same command after an interruption and it continues.
@@ -112,7 +116,7 @@ def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_erro
     from ptxssl.datasets.cache import prepare as run
 
     split = numbers(fractions, "--split", 3)
-    options = {"siim": {"labels_csv": labels_csv},
+    options = {"siim": {"labels_csv": labels_csv}, "candid": {"labels_csv": labels_csv, "rle": rle},
                "chexpert": {"uncertainty": uncertainty, "frontal_only": not all_views}}.get(dataset, {})
     echo_config("prepare", dict(src=src, dataset=dataset, out=out, size=size, workers=workers,
                                  on_error=on_error, seed=seed, split=fractions, **options))

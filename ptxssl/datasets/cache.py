@@ -47,6 +47,7 @@ class _Task:
     record: Record
     size: int
     masks: bool
+    rle: str = "siim"
 
 
 def _decode(task: _Task) -> tuple[int, np.ndarray | None, np.ndarray | None, str, str]:
@@ -56,7 +57,7 @@ def _decode(task: _Task) -> tuple[int, np.ndarray | None, np.ndarray | None, str
         image, meta = read_image(rec.path)  # (H, W) float32 in [0, 1]
         mask = None
         if task.masks:
-            mask = letterbox_mask(merge_siim(rec.rles, *image.shape, image_id=rec.image_id), task.size)
+            mask = letterbox_mask(merge_siim(rec.rles, *image.shape, image_id=rec.image_id, variant=task.rle), task.size)
         return task.row, to_uint8(letterbox(image, task.size)), mask, meta.get("patient_id", ""), ""
     except UserError as e:
         return task.row, None, None, "", str(e)
@@ -100,7 +101,7 @@ def _open_partial(path: Path, index: Index, size: int) -> h5py.File:
 
 def _fill(h5: h5py.File, index: Index, size: int, workers: int, on_error: str, progress: bool) -> None:
     status = h5["status"][:]
-    tasks = [_Task(i, r, size, index.has_masks) for i, r in enumerate(index.records) if status[i] == _TODO]
+    tasks = [_Task(i, r, size, index.has_masks, index.rle) for i, r in enumerate(index.records) if status[i] == _TODO]
     bar = tqdm(total=len(index.records), initial=len(index.records) - len(tasks), desc="prepare",
                unit="img", disable=not progress)
     pending: list[tuple[int, int]] = []

@@ -39,11 +39,12 @@ class Index:
     """The images of one source folder, in a stable order (sorted by image_id).
 
     Attributes:
-        kind: "siim", "chestxray14", "chexpert" or "folder".
+        kind: "siim", "candid", "chestxray14", "chexpert" or "folder".
         root: the source folder.
         records: one per unique image found on disk.
         label_names: names of the `labels` columns ([] when there are none).
         has_masks: True for SIIM-style sources with pixel masks.
+        rle: how the masks' RLE strings are written ("siim" or "absolute", see rle.RLE_VARIANTS).
         has_anomaly_labels: True when the folder has a qc_anomalies.csv (its labels are in
             the records' `anomaly`, and the cache stores them for the anomaly stage).
         notes: human-readable findings of the indexing (rows with no image on disk, ...),
@@ -55,5 +56,6 @@ class Index:
     records: list[Record]
     label_names: list[str] = field(default_factory=list)
     has_masks: bool = False
+    rle: str = "siim"
     has_anomaly_labels: bool = False
     notes: list[str] = field(default_factory=list)

@@ -191,14 +191,21 @@ def encode_absolute(mask: np.ndarray, column_major: bool = False) -> str:
     return _join(starts + 1, lengths)
 
 
-def merge_siim(rles: Iterable[str], height: int, width: int, image_id: str = "?") -> np.ndarray:
-    """Union of several SIIM rows of one image (624 SIIM images have several masks).
+def merge_siim(rles: Iterable[str], height: int, width: int, image_id: str = "?",
+               variant: str = "siim") -> np.ndarray:
+    """Union of several rows of one image (624 SIIM images have several masks).
 
     "-1" and blank rows are ignored, so an image with only "-1" rows gives an empty mask.
+    `variant`: "siim" (relative offsets, column-major) or "absolute" (1-based starts,
+    column-major), see RLE_VARIANTS.
     """
+    if variant not in RLE_VARIANTS:
+        raise UserError(f"--rle {variant!r}: choose from {', '.join(RLE_VARIANTS)}")
+    decode = RLE_VARIANTS[variant]
     mask = np.zeros((height, width), dtype=np.uint8)
     for rle in rles:
-        mask |= decode_siim(rle, height, width, image_id)
+        if not (_is_blank(rle) or (isinstance(rle, str) and rle.strip() == "-1")):
+            mask |= decode(rle, height, width, image_id)
     return mask
 
 
@@ -222,3 +229,13 @@ def _join(a: np.ndarray, b: np.ndarray) -> str:
     pairs = np.empty(a.size * 2, dtype=np.int64)
     pairs[0::2], pairs[1::2] = a, b
     return " ".join(map(str, pairs.tolist()))
+
+
+# How a label file's EncodedPixels are read (`prepare --rle`). SIIM-ACR: offsets relative to
+# the end of the previous run, column-major. CANDID-PTX's public users decode its strings the
+# same way (accumulating offsets, then transposing), so "siim" is its default too; "absolute"
+# (Kaggle's usual 1-based absolute starts, column-major) is there for files written that way.
+RLE_VARIANTS = {
+    "siim": decode_siim,
+    "absolute": lambda rle, height, width, image_id: decode_absolute(rle, height, width, image_id, column_major=True),
+}

@@ -15,21 +15,22 @@ import pandas as pd
 from ptxssl.datasets.indexing import (first_by_name, preview, read_label_csv, require_dir,
                                     scan_files)
 from ptxssl.datasets.records import Index, Record
+from ptxssl.datasets.rle import RLE_VARIANTS
 from ptxssl.errors import UserError
 
 LABEL_FILES: tuple[str, ...] = ("train-rle.csv", "stage_2_train.csv", "train-rle-sample.csv")
+CANDID_LABEL_FILES: tuple[str, ...] = ("Pneumothorax_reports.csv",)
 # header spellings seen in the wild -> (id column, rle column); compared after stripping
-_ID_NAMES = ("ImageId", "fname")
+_ID_NAMES = ("ImageId", "fname", "SOPInstanceUID")
 _RLE_NAMES = ("EncodedPixels", "mask")
 
 
-def find_labels_csv(root: Path) -> Path:
-    """The first of LABEL_FILES present in `root`."""
-    for name in LABEL_FILES:
+def find_labels_csv(root: Path, names: tuple[str, ...] = LABEL_FILES) -> Path:
+    """The first of `names` present in `root`."""
+    for name in names:
         if (root / name).is_file():
             return root / name
-    raise UserError(f"no SIIM label file in {root}: expected one of {', '.join(LABEL_FILES)} "
-                    f"(or pass labels_csv)")
+    raise UserError(f"no label file in {root}: expected one of {', '.join(names)} (or pass --labels-csv)")
 
 
 def read_siim_csv(path: Path) -> pd.DataFrame:
@@ -87,10 +88,25 @@ def index_siim(root: Path, labels_csv: Path | None = None) -> Index:
         An Index of one Record per unique image, labels (1,) = [Pneumothorax], rles = all its
         masks, patient_id "" (the DICOM header gives it in `prepare`).
     """
-    root = require_dir(root, "SIIM folder")
-    csv_path = Path(labels_csv) if labels_csv is not None else find_labels_csv(root)
+    return index_masks(root, labels_csv, "siim", LABEL_FILES, "siim")
+
+
+def index_candid(root: Path, labels_csv: Path | None = None, rle: str = "siim") -> Index:
+    """Index a CANDID-PTX release: DICOMs named by SOPInstanceUID and `Pneumothorax_reports.csv`
+    (SOPInstanceUID, EncodedPixels, several rows per image for several masks, "-1" negative).
+    `rle` says how EncodedPixels are written (see rle.RLE_VARIANTS)."""
+    return index_masks(root, labels_csv, "candid", CANDID_LABEL_FILES, rle)
+
+
+def index_masks(root: Path, labels_csv: Path | None, kind: str, label_files: tuple[str, ...],
+                rle: str) -> Index:
+    """Index DICOMs with RLE masks in a label CSV (SIIM-ACR and the layouts built like it)."""
+    if rle not in RLE_VARIANTS:
+        raise UserError(f"--rle {rle!r}: choose from {', '.join(RLE_VARIANTS)}")
+    root = require_dir(root, f"{kind} folder")
+    csv_path = Path(labels_csv) if labels_csv is not None else find_labels_csv(root, label_files)
     if not csv_path.is_file():
-        raise UserError(f"SIIM label file {csv_path} does not exist")
+        raise UserError(f"label file {csv_path} does not exist; check --labels-csv")
     rles, counts = group_rles(read_siim_csv(csv_path))
 
     files = scan_files(root, (".dcm",))
@@ -103,7 +119,7 @@ def index_siim(root: Path, labels_csv: Path | None = None) -> Index:
                for uid, r in found.items()]
 
     n_pos = int(sum(1 for r in found if r))
-    notes = [f"{len(records):,} SIIM images indexed from {csv_path.name} "
+    notes = [f"{len(records):,} {kind} images indexed from {csv_path.name} "
              f"({n_pos:,} with pneumothorax, {len(records) - n_pos:,} without)."]
     missing = rles.index[~on_disk]
     if len(missing):
@@ -127,5 +143,5 @@ def index_siim(root: Path, labels_csv: Path | None = None) -> Index:
     if dup_files:
         notes.append(f"{len(dup_files):,} DICOM file names occur more than once under {root}; "
                      f"the first path in sorted order was used (first: {preview(dup_files)}).")
-    return Index(kind="siim", root=root, records=records, label_names=["Pneumothorax"],
-                 has_masks=True, notes=notes)
+    return Index(kind=kind, root=root, records=records, label_names=["Pneumothorax"],
+                 has_masks=True, rle=rle, notes=notes)

@@ -13,11 +13,12 @@ from ptxssl.datasets.chexpert import index_chexpert
 from ptxssl.datasets.folder import index_folder
 from ptxssl.datasets.indexing import preview, read_label_csv, require_columns, require_dir
 from ptxssl.datasets.records import Index
-from ptxssl.datasets.siim import index_siim
+from ptxssl.datasets.siim import index_candid, index_siim
 from ptxssl.errors import UserError
 
 SOURCES: dict[str, Callable[..., Index]] = {
     "siim": index_siim,
+    "candid": index_candid,
     "chestxray14": index_chestxray14,
     "chexpert": index_chexpert,
     "folder": index_folder,

@@ -3,7 +3,8 @@
 Every loader, the demo and the tests then run the same code paths as on real data:
 SIIM-ACR (nested DICOM + relative RLE `train-rle.csv`), NIH ChestX-ray14 (PNG +
 `Data_Entry_2017.csv` + official split lists) and CheXpert (JPEG study folders + `train.csv`
-/ `valid.csv`). A few images per format get a QC anomaly (flipped, rotated, inverted), listed
+/ `valid.csv`), and on request CANDID-PTX (flat `dataset/<SOPInstanceUID>.dcm` +
+`Pneumothorax_reports.csv`, relative RLE like SIIM's). A few images per format get a QC anomaly (flipped, rotated, inverted), listed
 in `qc_anomalies.csv` by cache id (the file path without suffix); masks follow their image so labels stay true.
 
 Each image is drawn from its own seeded generator (seed, format, image number), so the output
@@ -28,7 +29,8 @@ from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
 from ptxssl.parallel import parallel_map
 
-FORMATS = ("siim", "chestxray14", "chexpert")
+FORMATS = ("siim", "chestxray14", "chexpert", "candid")
+DEFAULT_FORMATS = FORMATS[:3]  # "all": the ones every stage and the demo use
 _FORMAT_ID = {name: i for i, name in enumerate(FORMATS)}
 
 # Which NIH-style phantom findings make each CheXpert observation positive.
@@ -95,7 +97,8 @@ def _uid(job: Job, what: str) -> str:
     return generate_uid(entropy_srcs=[f"ptxssl-synth-{job.seed}-{job.fmt}-{job.index}-{what}"])
 
 
-def _write_siim(job: Job) -> dict:
+def _write_siim(job: Job, folder: str = "dicom-images-train", nested: bool = True) -> dict:
+    """SIIM-ACR: DICOMs under study/series folders; CANDID-PTX (nested=False): flat, by SOP UID."""
     image, masks, _, rng = _draw(job)
     bits = int(rng.choice([8, 12, 16]))
     mono1 = bool(rng.random() < 0.2)
@@ -104,7 +107,7 @@ def _write_siim(job: Job) -> dict:
     if mono1:
         pixels = top - pixels  # MONOCHROME1 stores dense tissue as dark
     study, series, sop = _uid(job, "study"), _uid(job, "series"), _uid(job, "sop")
-    path = job.out / "dicom-images-train" / study / series / f"{sop}.dcm"
+    path = job.out / folder / (f"{study}/{series}/{sop}.dcm" if nested else f"{sop}.dcm")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_dicom(path, pixels, bits_stored=bits, monochrome1=mono1,
                 patient_id=f"synth-{job.patient:05d}", study_uid=study, series_uid=series,
@@ -164,7 +167,8 @@ def _write_chexpert(job: Job) -> dict:
         *_chexpert_labels(findings, study_rng)]}
 
 
-_WRITERS = {"siim": _write_siim, "chestxray14": _write_nih, "chexpert": _write_chexpert}
+_WRITERS = {"siim": _write_siim, "chestxray14": _write_nih, "chexpert": _write_chexpert,
+            "candid": lambda job: _write_siim(job, folder="dataset", nested=False)}
 
 
 def _plan(fmt: str, count: int, size: int, seed: int, positive_fraction: float,
@@ -172,7 +176,7 @@ def _plan(fmt: str, count: int, size: int, seed: int, positive_fraction: float,
     """Who is imaged when: patients with several studies, CheXpert studies with a lateral
     view too, an exact share of positive studies and of anomalous frontal images."""
     rng = _rng(seed, fmt, 3)
-    max_studies = {"siim": 2, "chestxray14": 5, "chexpert": 4}[fmt]
+    max_studies = {"siim": 2, "candid": 2, "chestxray14": 5, "chexpert": 4}[fmt]
     slots: list[tuple[int, int, str]] = []  # (patient, study, view)
     patient = 0
     while len(slots) < count:
@@ -201,9 +205,11 @@ def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def _write_tables(fmt: str, out: Path, jobs: list[Job], results: list[dict]) -> None:
     """The label files of each format, with the real headers."""
-    if fmt == "siim":
+    if fmt in ("siim", "candid"):
         rows = [[r["id"], rle] for r in results for rle in r["rles"]]
-        _write_csv(out / "train-rle.csv", ["ImageId", " EncodedPixels"], rows)
+        name, header = (("train-rle.csv", ["ImageId", " EncodedPixels"]) if fmt == "siim" else
+                        ("Pneumothorax_reports.csv", ["SOPInstanceUID", "EncodedPixels"]))
+        _write_csv(out / name, header, rows)
     elif fmt == "chestxray14":
         header = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
                   "Patient Gender", "View Position", "OriginalImage[Width", "Height]",
@@ -227,7 +233,7 @@ def _run(job: Job) -> dict:
 
 
 def synthesize(out: str | Path, count: int = 200, size: int = 256, positive_fraction: float = 0.3,
-               seed: int = 0, formats: tuple[str, ...] = FORMATS, anomaly_fraction: float = 0.06,
+               seed: int = 0, formats: tuple[str, ...] = DEFAULT_FORMATS, anomaly_fraction: float = 0.06,
                workers: int = 1, progress: bool = True) -> dict[str, int]:
     """Write `count` phantom images per format under `out/<format>/`.
 

@@ -49,7 +49,7 @@ def test_symlink_loop_is_walked_once(tmp_path: Path) -> None:
 
 
 def test_registry(tmp_path: Path) -> None:
-    assert set(SOURCES) == {"siim", "chestxray14", "chexpert", "folder"}
+    assert set(SOURCES) == {"siim", "candid", "chestxray14", "chexpert", "folder"}
     touch(tmp_path, "1.png")
     assert [r.image_id for r in get_index("folder", tmp_path).records] == ["1"]
     with pytest.raises(UserError) as err:

@@ -143,3 +143,48 @@ def test_real_sample_csv_agrees_with_full_csv(tmp_path: Path, shared_data: Path)
     assert len(index.records) == 10 and sum(bool(r.rles) for r in index.records) == 5
     full = {r.image_id: r.rles for r in index_siim(tmp_path, shared_data / "siim" / "train-rle.csv").records}
     assert {r.image_id: r.rles for r in index.records} == full
+
+
+def test_candid_layout_from_synth_prepares_like_siim(tmp_path):
+    """CANDID-PTX: flat DICOMs named by SOPInstanceUID, Pneumothorax_reports.csv with several rows
+    per image; the cache's masks equal SIIM-style decoding of the merged rows."""
+    import h5py
+
+    from ptxssl.datasets.cache import prepare
+    from ptxssl.datasets.images import letterbox_mask, read_image
+    from ptxssl.datasets.rle import merge_siim
+    from ptxssl.datasets.siim import read_siim_csv
+    from ptxssl.datasets.synth import synthesize
+
+    synthesize(tmp_path / "raw", count=24, size=64, positive_fraction=0.5, formats=("candid",), progress=False)
+    root = tmp_path / "raw" / "candid"
+    assert sorted(p.parent.name for p in root.rglob("*.dcm")) == ["dataset"] * 24  # flat
+    rows = read_siim_csv(root / "Pneumothorax_reports.csv")
+    summary = prepare(root, "candid", tmp_path / "c.h5", size=32, workers=1, progress=False)
+    assert summary["images"] == 24
+    with h5py.File(tmp_path / "c.h5", "r") as h5:
+        ids, masks, labels = h5["ids"].asstr()[:], h5["masks"][:], h5["labels"][:, 0]
+        assert h5.attrs["kind"] == "candid"
+    for i, uid in enumerate(ids):
+        rles = [r for r in rows.loc[rows["image_id"] == uid, "rle"] if r != "-1"]
+        assert labels[i] == (1.0 if rles else 0.0)
+        image, _ = read_image(root / "dataset" / f"{uid}.dcm")
+        expected = letterbox_mask(merge_siim(rles, *image.shape, image_id=uid), 32)
+        np.testing.assert_array_equal(masks[i], expected)
+    assert labels.sum() >= 6
+
+
+def test_absolute_rle_variant_and_bad_variant(tmp_path):
+    from ptxssl.datasets.rle import encode_absolute, merge_siim
+
+    mask = np.zeros((8, 6), np.uint8)
+    mask[2:5, 1] = mask[6, 3:6] = 1
+    rle = encode_absolute(mask, column_major=True)
+    np.testing.assert_array_equal(merge_siim([rle, "-1"], 8, 6, variant="absolute"), mask)
+    try:  # read as relative offsets, the same string means something else (or nothing valid)
+        other = merge_siim([rle], 8, 6, variant="siim")
+    except UserError:
+        other = None
+    assert other is None or not np.array_equal(other, mask)
+    with pytest.raises(UserError, match="--rle"):
+        merge_siim([rle], 8, 6, variant="coco")
