@@ -105,10 +105,12 @@ def _synth_on_backgrounds(out: Path, backgrounds: Path, masks: Path | None, coun
 @click.option("--uncertainty", default="zeros", type=click.Choice(["ones", "zeros", "ignore"]),
               help="CheXpert: how uncertain (-1) labels are read (ignore = unknown/NaN).")
 @click.option("--all-views", is_flag=True, help="CheXpert: keep lateral views too (default: frontal only).")
+@click.option("--channels", default="raw",
+              help="raw, or raw plus contrast-equalised copies for a 3-channel input: raw,clahe,he.")
 @click.option("--overwrite", is_flag=True, help="Rebuild OUT if it exists.")
 def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_error: str, seed: int,
             fractions: str, labels_csv: Path | None, rle: str, uncertainty: str, all_views: bool,
-            overwrite: bool) -> None:
+            channels: str, overwrite: bool) -> None:
     """Decode a raw dataset folder SRC once into an HDF5 cache read by all training stages.
 
     Resumable: rerun the same command after an interruption and it continues.
@@ -119,9 +121,9 @@ def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_erro
     options = {"siim": {"labels_csv": labels_csv}, "candid": {"labels_csv": labels_csv, "rle": rle},
                "chexpert": {"uncertainty": uncertainty, "frontal_only": not all_views}}.get(dataset, {})
     echo_config("prepare", dict(src=src, dataset=dataset, out=out, size=size, workers=workers,
-                                 on_error=on_error, seed=seed, split=fractions, **options))
+                                 on_error=on_error, seed=seed, split=fractions, channels=channels, **options))
     summary = run(src, dataset, out, size=size, workers=workers, on_error=on_error, seed=seed,
-                  fractions=split, overwrite=overwrite, **options)
+                  fractions=split, overwrite=overwrite, channels=channels, **options)
     for note in summary["notes"]:
         click.echo(f"  note: {note}")
     click.echo(f"wrote {out}: {summary['images']} images"

@@ -26,7 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ptxssl import __version__
-from ptxssl.datasets.images import letterbox, letterbox_mask, read_image, to_uint8
+from ptxssl.datasets.channels import extra_channels, parse_channels
+from ptxssl.datasets.images import letterbox_mask, letterbox_shape, pad_square, read_image, resize, to_uint8
 from ptxssl.datasets.records import Index, Record
 from ptxssl.datasets.rle import merge_siim
 from ptxssl.datasets.sources import get_index
@@ -48,6 +49,7 @@ class _Task:
     size: int
     masks: bool
     rle: str = "siim"
+    channels: tuple[str, ...] = ()  # extra channels beside the raw image (see channels.py)
 
 
 def _decode(task: _Task) -> tuple[int, np.ndarray | None, np.ndarray | None, str, str]:
@@ -58,18 +60,22 @@ def _decode(task: _Task) -> tuple[int, np.ndarray | None, np.ndarray | None, str
         mask = None
         if task.masks:
             mask = letterbox_mask(merge_siim(rec.rles, *image.shape, image_id=rec.image_id, variant=task.rle), task.size)
-        return task.row, to_uint8(letterbox(image, task.size)), mask, meta.get("patient_id", ""), ""
+        resized = resize(image, *letterbox_shape(*image.shape, task.size))
+        planes = [resized, *extra_channels(resized, task.channels)]
+        pixels = np.stack([to_uint8(pad_square(p, task.size)) for p in planes])  # (1 + K, S, S)
+        return task.row, pixels, mask, meta.get("patient_id", ""), ""
     except UserError as e:
         return task.row, None, None, "", str(e)
 
 
-def _fingerprint(index: Index, size: int) -> str:
-    return sha1_text(index.kind, str(index.root.resolve()), str(size), *[r.image_id for r in index.records])
+def _fingerprint(index: Index, size: int, channels: tuple[str, ...]) -> str:
+    return sha1_text(index.kind, str(index.root.resolve()), str(size), ",".join(channels),
+                     *[r.image_id for r in index.records])
 
 
-def _open_partial(path: Path, index: Index, size: int) -> h5py.File:
+def _open_partial(path: Path, index: Index, size: int, channels: tuple[str, ...]) -> h5py.File:
     """Reopen a partial cache of the same job, or start a fresh one."""
-    fp = _fingerprint(index, size)
+    fp = _fingerprint(index, size, channels)
     if path.exists():
         try:
             h5 = h5py.File(path, "a")
@@ -84,6 +90,10 @@ def _open_partial(path: Path, index: Index, size: int) -> h5py.File:
     h5.attrs.update(fingerprint=fp, kind=index.kind, size=size, source=str(index.root.resolve()),
                     n=n, ptxssl_version=__version__, notes=json.dumps(index.notes))
     h5.create_dataset("images", (n, size, size), np.uint8, chunks=(1, size, size))
+    if channels:
+        extra = h5.create_dataset("channels", (n, len(channels), size, size), np.uint8,
+                                  chunks=(1, len(channels), size, size))
+        extra.attrs["names"] = list(channels)
     if index.has_masks:
         h5.create_dataset("masks", (n, size, size), np.uint8, chunks=(1, size, size), compression="lzf")
     h5.create_dataset("ids", data=[r.image_id for r in index.records], dtype=_STR)
@@ -99,9 +109,10 @@ def _open_partial(path: Path, index: Index, size: int) -> h5py.File:
     return h5
 
 
-def _fill(h5: h5py.File, index: Index, size: int, workers: int, on_error: str, progress: bool) -> None:
+def _fill(h5: h5py.File, index: Index, size: int, workers: int, on_error: str, progress: bool,
+          channels: tuple[str, ...]) -> None:
     status = h5["status"][:]
-    tasks = [_Task(i, r, size, index.has_masks, index.rle) for i, r in enumerate(index.records) if status[i] == _TODO]
+    tasks = [_Task(i, r, size, index.has_masks, index.rle, channels) for i, r in enumerate(index.records) if status[i] == _TODO]
     bar = tqdm(total=len(index.records), initial=len(index.records) - len(tasks), desc="prepare",
                unit="img", disable=not progress)
     pending: list[tuple[int, int]] = []
@@ -115,7 +126,9 @@ def _fill(h5: h5py.File, index: Index, size: int, workers: int, on_error: str, p
             h5["reasons"][row] = error
             pending.append((row, _REJECTED))
         else:
-            h5["images"][row] = image
+            h5["images"][row] = image[0]
+            if len(image) > 1:
+                h5["channels"][row] = image[1:]
             if mask is not None:
                 h5["masks"][row] = mask
             if patient and not index.records[row].patient_id:
@@ -190,11 +203,14 @@ def _finalise(h5: h5py.File, path: Path, out: Path, index: Index, seed: int,
 
 def prepare(src: str | Path, dataset: str, out: str | Path, size: int = 256, workers: int = 2,
             on_error: str = "stop", seed: int = 0, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
-            overwrite: bool = False, progress: bool = True, **index_options) -> dict:
+            overwrite: bool = False, progress: bool = True, channels: str | tuple[str, ...] = "raw",
+            **index_options) -> dict:
     """Build `out` from the raw dataset in `src`; resume a killed run of the same job.
 
+    `channels` "raw,clahe,he" also stores contrast-equalised copies (see channels.py).
     Returns a summary: the images written, those rejected, and the index's notes.
     """
+    extra = parse_channels(channels)
     out = Path(out)
     if on_error not in ON_ERROR:
         raise UserError(f"--on-error must be one of {', '.join(ON_ERROR)} (got {on_error!r})")
@@ -208,9 +224,9 @@ def prepare(src: str | Path, dataset: str, out: str | Path, size: int = 256, wor
                         + " ".join(index.notes))
     partial = Path(f"{out}.partial")
     out.parent.mkdir(parents=True, exist_ok=True)
-    h5 = _open_partial(partial, index, size)
+    h5 = _open_partial(partial, index, size, extra)
     try:
-        _fill(h5, index, size, workers, on_error, progress)
+        _fill(h5, index, size, workers, on_error, progress, extra)
         n_rejected = _finalise(h5, partial, out, index, seed, fractions)
     finally:
         if h5.id.valid:
@@ -236,6 +252,7 @@ def cache_info(path: str | Path) -> dict:
                 "split": {s: int((split == s).sum()) for s in ("train", "val", "test")},
                 "patients": len(set(h5["patient_ids"].asstr()[:]))}
         info["masks"] = "masks" in h5
+        info["channels"] = ["raw", *h5["channels"].attrs["names"]] if "channels" in h5 else ["raw"]
         if "labels" in h5:
             labels = h5["labels"][:]
             info["labels"] = {name: {"positive": int((labels[:, k] == 1).sum()),

@@ -87,11 +87,15 @@ def letterbox(image: np.ndarray, size: int) -> np.ndarray:
         raise ValueError(f"letterbox expects an (H, W) image, got shape {image.shape}")
     if size < 1:
         raise ValueError(f"size must be >= 1, got {size}")
-    new_h, new_w = letterbox_shape(*image.shape, size)
-    resized = resize(image, new_h, new_w)
+    return pad_square(resize(image, *letterbox_shape(*image.shape, size)), size)
+
+
+def pad_square(image: np.ndarray, size: int) -> np.ndarray:
+    """Centre an (h, w) image no larger than size x size on a zero (size, size) canvas."""
+    h, w = image.shape
     out = np.zeros((size, size), dtype=np.float32)
-    top, left = (size - new_h) // 2, (size - new_w) // 2
-    out[top:top + new_h, left:left + new_w] = resized
+    top, left = (size - h) // 2, (size - w) // 2
+    out[top:top + h, left:left + w] = image
     return out
 
 

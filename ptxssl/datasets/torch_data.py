@@ -29,10 +29,12 @@ class CacheDataset(Dataset):
         split: "train", "val", "test", a list of them, or None for every row.
         with_masks: also return masks (SIIM caches).
         rows: restrict to these cache rows (e.g. a labelled subset), after the split filter.
+        channels: return the cache's extra channels (`prepare --channels`) after the raw
+            image, `image` then (1 + K, S, S); ignored for a cache without them.
     """
 
     def __init__(self, path: str | Path, split: str | list[str] | None = None, with_masks: bool = False,
-                 rows: np.ndarray | None = None) -> None:
+                 rows: np.ndarray | None = None, channels: bool = False) -> None:
         self.path = Path(path)
         self._h5: h5py.File | None = None
         self._open: dict[str, h5py.Dataset] = {}
@@ -59,6 +61,7 @@ class CacheDataset(Dataset):
         if rows is not None:
             self.rows = np.intersect1d(self.rows, rows)
         self.with_masks = with_masks
+        self.channels = channels
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -75,7 +78,8 @@ class CacheDataset(Dataset):
         """The open HDF5 datasets of this process (opened on first use, after any fork)."""
         if self._h5 is None:
             self._h5 = h5py.File(self.path, "r")
-            self._open = {name: self._h5[name] for name in ("images", "masks") if name in self._h5}
+            wanted = ("images", "masks", "channels") if self.channels else ("images", "masks")
+            self._open = {name: self._h5[name] for name in wanted if name in self._h5}
         return self._open
 
     def __getstate__(self) -> dict:
@@ -84,8 +88,10 @@ class CacheDataset(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         row = int(self.rows[i])
         data = self._datasets()
-        item = {"image": torch.from_numpy(data["images"][row]).float().div_(255).unsqueeze(0),
-                "index": torch.tensor(row)}
+        image = data["images"][row][None]  # (1, S, S)
+        if "channels" in data:
+            image = np.concatenate([image, data["channels"][row]])  # (1 + K, S, S)
+        item = {"image": torch.from_numpy(image).float().div_(255), "index": torch.tensor(row)}
         if self.with_masks:
             item["mask"] = torch.from_numpy(data["masks"][row]).float().unsqueeze(0)
         if self.labels is not None:
