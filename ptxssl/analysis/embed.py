@@ -1,10 +1,10 @@
 """`ptxssl embed`: every image of a cache through an encoder, into an embeddings file.
 
 The encoder can be any initialisation the transfer stage accepts (`random`, `imagenet`,
-`imagenet:FILE`, an encoder.safetensors) so learned and baseline encoders are analysed the
-same way. A pretrain run folder brings its whole model back (method.safetensors): then the
-file also holds the AE latent / VAE μ and each image's reconstruction error, which the
-anomaly stage scores with `--method recon`.
+`imagenet:FILE`, an encoder.safetensors), of any arch (an encoder file brings its own), so
+learned and baseline encoders are analysed the same way. A pretrain run folder brings its
+whole model back (method.safetensors): then the file also holds the AE latent / VAE μ and
+each image's reconstruction error, which the anomaly stage scores with `--method recon`.
 """
 from __future__ import annotations
 
@@ -19,34 +19,44 @@ from tqdm import tqdm
 from ptxssl import __version__
 from ptxssl.analysis.store import Embeddings, write_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.errors import UserError
 from ptxssl.pretrain.methods import Method, MethodConfig
 from ptxssl.pretrain.run import METHOD_FILE, load_method
 
 
-def load_embedder(encoder: str, in_channels: int = 1) -> tuple[Method, dict]:
+def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -> tuple[Method, dict]:
     """A model with `embed` (and `latent` / `reconstruct` for AE/VAE runs), in eval mode, and
-    a description of where its weights came from."""
+    a description of where its weights came from.
+
+    `arch` as for `build_unet`: None takes an encoder file's arch, resnet34 otherwise; a
+    pretrain run folder is rebuilt with the arch its config records, and must match `arch`."""
     path = Path(encoder)
     if path.is_dir() and (path / METHOD_FILE).is_file():
         method = load_method(path)
-        return method, {"encoder": str(path.resolve()), "method": method.name, "image_size": method.image_size}
+        if arch and arch != method.arch:
+            raise UserError(f"{path}: this pretrain run trained a {method.arch} encoder but --arch is {arch}; "
+                            f"drop --arch or pass --arch {method.arch}")
+        return method, {"encoder": str(path.resolve()), "method": method.name, "image_size": method.image_size,
+                        "arch": method.arch}
     from ptxssl.transfer.model import build_unet
 
-    unet, info = build_unet(encoder, in_channels)
-    method = Method(MethodConfig(), in_channels=in_channels, image_size=0)  # image_size 0: keep the cache's
+    unet, info = build_unet(encoder, in_channels, arch)
+    method = Method(MethodConfig(), in_channels=in_channels, image_size=0, arch=info["arch"])  # 0: the cache's size
     method.encoder = unet.encoder
-    return method.eval(), {"encoder": str(encoder), "method": info.get("init", str(encoder)), "image_size": 0}
+    return method.eval(), {"encoder": str(encoder), "method": info.get("init", str(encoder)), "image_size": 0,
+                           "arch": info["arch"]}
 
 
 @torch.no_grad()
 def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
-                device: str = "cpu", in_channels: int = 1, progress: bool = True) -> Embeddings:
+                device: str = "cpu", in_channels: int = 1, progress: bool = True,
+                arch: str | None = None) -> Embeddings:
     """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
 
     Images are resized to the size the model was trained at when it has a decoder (whose
     output size is fixed), otherwise embedded at the cache's size.
     """
-    model, meta = load_embedder(encoder, in_channels)
+    model, meta = load_embedder(encoder, in_channels, arch)
     model.to(device)
     data = CacheDataset(cache)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
@@ -57,7 +67,7 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
         x = x.expand(-1, model.in_channels, -1, -1)
-        feats.append(model.embed(x).float().cpu())  # (N, 512)
+        feats.append(model.embed(x).float().cpu())  # (N, D), D = the encoder's feature_dim
         latent = model.latent(x)
         if latent is not None:
             latents.append(latent.float().cpu())  # (N, L)

@@ -25,13 +25,17 @@ def _features_option(fn):
                    "folder (AE/VAE runs add the latent and the reconstruction error).")
 @click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
               help="Cache file written by `ptxssl prepare`.")
+@click.option("--arch", default=None, show_default=False,
+              help="Encoder architecture (an smp encoder name) for random / imagenet [default: resnet34; an "
+                   "encoder file or run brings its own].")
 @click.option("--out", required=True, type=_EMB, help="Embeddings file to write (.h5).")
 @click.option("--batch-size", default=64, help="Images per forward pass.")
 @click.option("--workers", default=0, help="DataLoader worker processes.")
 @click.option("--device", default="cpu", help="Torch device for inference: cpu, cuda, cuda:1, mps.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
-def embed(encoder: str, data: Path, out: Path, batch_size: int, workers: int, device: str, overwrite: bool) -> None:
-    """Embed every image of a cache: pooled 512-d features, ids, splits and every label.
+def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int, workers: int, device: str,
+          overwrite: bool) -> None:
+    """Embed every image of a cache: pooled encoder features (512-d for resnet34), ids, splits, labels.
 
     The output is what cluster, anomaly and umap read.
     """
@@ -40,9 +44,9 @@ def embed(encoder: str, data: Path, out: Path, batch_size: int, workers: int, de
 
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
-    echo_config("embed", {"encoder": encoder, "data": data, "out": out, "batch_size": batch_size,
-                          "workers": workers, "device": device})
-    emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device)
+    echo_config("embed", {"encoder": encoder, "arch": arch or "auto", "data": data, "out": out,
+                          "batch_size": batch_size, "workers": workers, "device": device})
+    emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device, arch=arch)
     click.echo(f"wrote {out}: {describe(emb)}")
 
 

@@ -32,7 +32,7 @@ def _method_names() -> list[str]:
 @config_options(_pretrain_config_classes(), skip=("method",))
 def pretrain(method: str | None, config_file: Path | None, resume: bool, overwrite: bool,
              print_config: bool, **options) -> None:
-    """Pretrain a ResNet-34 encoder on a cache and export encoder.safetensors + encoder.json.
+    """Pretrain an encoder (--arch, default resnet34) on a cache; export encoder.safetensors + .json.
 
     \b
     Methods: ae (autoencoder), vae (beta-VAE), simclr, moco, byol (contrastive),

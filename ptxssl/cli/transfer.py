@@ -19,25 +19,29 @@ from ptxssl.cli.common import cli, config_options, echo_config, numbers
 @click.option("--batch-size", default=8, help="Images per forward pass.")
 @click.option("--on-error", default="stop", type=click.Choice(["stop", "skip"]),
               help="skip: leave unreadable DICOMs out of the CSV and list them.")
+@click.option("--classifier", type=click.Path(path_type=Path), default=None,
+              help="A `transfer --task classify` run: images it calls negative get an empty mask (a cascade).")
 def predict(dicom_dir: Path, run_dir: Path, out: Path, overlays: Path | None, batch_size: int,
-            on_error: str) -> None:
+            on_error: str, classifier: Path | None) -> None:
     """Segment every DICOM under DICOM_DIR with a trained UNet; write a SIIM submission CSV.
 
     Uses the run's image size, normalisation and tuned threshold / minimum area; masks come
-    back at each DICOM's own size. ImageId is the SOPInstanceUID.
+    back at each DICOM's own size. ImageId is the SOPInstanceUID. With --classifier, images
+    the classifier calls negative (below its val-tuned threshold) are written empty (-1).
     """
     from ptxssl.transfer.predict import predict_dicoms
 
     echo_config("predict", {"model": run_dir, "dicoms": dicom_dir, "out": out, "overlays": overlays,
-                            "batch_size": batch_size, "on_error": on_error})
+                            "batch_size": batch_size, "on_error": on_error, "classifier": classifier})
     summary = predict_dicoms(run_dir, dicom_dir, out, overlays_dir=overlays, batch_size=batch_size,
-                             on_error=on_error)
+                             on_error=on_error, classifier=classifier)
     for path, reason in summary["skipped"]:
         click.echo(f"  skipped {path}: {reason}")
     if summary["duplicates"]:
         click.echo(f"  note: {len(summary['duplicates'])} ImageIds (SOPInstanceUIDs) occur in several "
                    f"files, e.g. {summary['duplicates'][0]}; SIIM scoring unions their rows")
     click.echo(f"wrote {out}: {summary['images']} images, {summary['positive']} with a mask"
+               + (f", {summary['gated']} called negative by the classifier" if classifier else "")
                + (f", {len(summary['skipped'])} skipped" if summary["skipped"] else "")
                + (f"; overlays in {overlays}" if overlays else ""))
 
@@ -56,11 +60,12 @@ def _transfer_config_class() -> dict[str, type]:
 @click.option("--print-config", is_flag=True, help="Print the resolved config (every default) and exit.")
 @config_options(_transfer_config_class())
 def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_config: bool, **options) -> None:
-    """Train a UNet (ResNet-34 encoder from --encoder) on a SIIM cache and score the test split.
+    """Train a UNet (encoder from --encoder, arch --arch) on a SIIM cache and score the test split.
 
     \b
-    --encoder: random | imagenet | imagenet:FILE (torchvision resnet34 weights on disk) |
-               an encoder.safetensors | a `ptxssl pretrain` run folder.
+    --encoder: random | imagenet | imagenet:FILE (ImageNet weights on disk, e.g. torchvision's
+               resnet34 state_dict) | an encoder.safetensors | a `ptxssl pretrain` run folder.
+    --arch:    any smp encoder name; by default an encoder file's own arch, else resnet34.
     Post-processing (threshold and minimum mask area, or --postprocess triplet) is tuned on val,
     then applied to test.
     """
@@ -78,7 +83,13 @@ def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_conf
         return
     echo_config("transfer", flat(cfg))
     metrics = run(cfg, resume=resume, overwrite=overwrite)
-    if metrics:
+    if metrics.get("task") == "classify":
+        test = metrics["test"]
+        click.echo(f"test image AUROC {test['image_auroc']:.4f}, precision {test['precision']:.4f}, recall "
+                   f"{test['recall']:.4f}, F1 {test['f1']:.4f} ({test['n_images']} images; threshold "
+                   f"{test['threshold']:.4g} tuned for F1 on val)")
+        click.echo(f"classifier in {Path(cfg.out) / 'classifier.safetensors'}; metrics in {Path(cfg.out) / 'metrics.json'}")
+    elif metrics:
         test, tuned = metrics["test"], metrics["val_tuned"]
         click.echo(f"test SIIM score {test['siim_dice']:.4f}, positive-image Dice {test['positive_dice']:.4f}, "
                    f"image AUROC {test['image_auroc']:.4f} ({metrics['test_images']} images; threshold "
@@ -97,7 +108,7 @@ def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_conf
 @click.option("--seeds", default=None, help="Seeds, comma-separated [default: 0,1,2].")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="YAML file of transfer options for every cell; command-line options win.")
-@config_options(_transfer_config_class(), skip=("encoder", "label_fraction", "label_count", "seed", "fold"))
+@config_options(_transfer_config_class(), skip=("encoder", "label_fraction", "label_count", "seed", "fold", "task"))
 def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | None, seeds: str | None,
             config_file: Path | None, **options) -> None:
     """Transfer every --encoder at every label fraction and seed; summarise with paired intervals.
@@ -106,7 +117,8 @@ def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | No
     the perfect-detector bound and the difference from ImageNet, or random, with a paired
     bootstrap 95% interval) and OUT/dice_vs_fraction.png. Finished cells are skipped when the
     command is rerun. With --protocol, the protocol's options are the defaults; anything
-    changed on top is listed in the table as a departure from the protocol.
+    changed on top is listed in the table as a departure from the protocol. A grid has one
+    encoder arch: --arch, or the one the encoder files share (random / imagenet rows use it too).
     """
     from ptxssl.pretrain.config import flat
     from ptxssl.transfer.compare import compare as run, parse_encoders

@@ -15,6 +15,7 @@ import yaml
 
 from ptxssl.errors import UserError
 from ptxssl.files import write_text
+from ptxssl.pretrain.encoder import DEFAULT_ARCH
 
 
 def opt(default: Any, help: str, **kw) -> Any:
@@ -33,6 +34,8 @@ class TrainConfig:
     batch_size: int = opt(32, "Images per batch and device.")
     image_size: int = opt(0, "Train at this size (0: the cache's size; a multiple of 32).")
     in_channels: int = opt(1, "Input channels of the encoder (1 = grey, 3 = grey copied to RGB).")
+    arch: str = opt(DEFAULT_ARCH, "Encoder architecture: any segmentation_models_pytorch encoder name "
+                                "(resnet18, resnet34, vgg13, densenet121, efficientnet-b3, ...).")
     seed: int = opt(0, "Seed for weights, sampling and augmentation.")
     workers: int = opt(2, "DataLoader worker processes.")
     accelerator: str = opt("auto", "cpu, gpu, mps or auto (Lightning).")

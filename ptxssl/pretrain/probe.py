@@ -1,9 +1,9 @@
 """A cheap linear probe: does the representation separate the weak labels?
 
-A ridge linear classifier on frozen, standardised (N, 512) embeddings, fitted on a fixed subset
-of the train split and scored on the val split; the score is the mean AUROC over the labels
-that have both classes on both sides. Logged at every epoch end, so a user sees whether the
-representation improves while it trains.
+A ridge linear classifier on frozen, standardised (N, D) embeddings (D = the encoder's
+feature_dim), fitted on a fixed subset of the train split and scored on the val split; the
+score is the mean AUROC over the labels that have both classes on both sides. Logged at every
+epoch end, so a user sees whether the representation improves while it trains.
 
 The regularisation strength is chosen per label by leave-one-out cross-validation on the
 train subset (closed form for ridge, so a probe costs about a second), as linear evaluations

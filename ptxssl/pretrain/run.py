@@ -16,7 +16,7 @@ from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
 from ptxssl.pretrain.config import TrainConfig, flat, load_yaml, opt, resolve
 from ptxssl.pretrain.data import train_loader
-from ptxssl.pretrain.encoder import META_FILE, WEIGHTS_FILE, load_encoder, save_encoder
+from ptxssl.pretrain.encoder import META_FILE, WEIGHTS_FILE, check_arch, load_encoder, save_encoder
 from ptxssl.pretrain.engine import MethodModule, clear_run_dir, fit, prepare_run_dir
 from ptxssl.pretrain.methods import Method, MethodConfig, get_method
 from ptxssl.pretrain.probe import ProbeCallback
@@ -58,6 +58,7 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
         raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with `ptxssl prepare`)")
     if not cfg.out:
         raise UserError("--out is required: the run folder to write")
+    check_arch(cfg.arch)
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
     cls = get_method(cfg.method)
@@ -67,7 +68,7 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
         raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
     dataset, num_classes, weights = cls.make_dataset(method_cfg, train)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
-    method = cls(method_cfg, in_channels=cfg.in_channels, image_size=size, num_classes=num_classes)
+    method = cls(method_cfg, in_channels=cfg.in_channels, image_size=size, num_classes=num_classes, arch=cfg.arch)
     module = MethodModule(method, flat(cfg, method_cfg), out)
     loader = train_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, drop_last=True, weights=weights)
     callbacks = list(callbacks or [])
@@ -92,8 +93,8 @@ def _export(module: MethodModule, cfg: PretrainConfig, out: Path, trainer: pl.Tr
     with atomic_path(out / METHOD_FILE) as tmp:
         save_file(state, str(tmp))
     save_encoder(module.method.encoder, out, {
-        "method": cfg.method, "in_channels": cfg.in_channels, "image_size": module.method.image_size,
-        "data": _data_meta(cfg.data), "epochs": trainer.current_epoch, "steps": trainer.global_step,
+        "method": cfg.method, "arch": cfg.arch, "in_channels": cfg.in_channels,
+        "image_size": module.method.image_size, "data": _data_meta(cfg.data), "epochs": trainer.current_epoch, "steps": trainer.global_step,
         "seed": cfg.seed, "config": "config.yaml"})
 
 
@@ -115,9 +116,9 @@ def load_method(run_dir: str | Path) -> Method:
         raise UserError(f"{weights}: not a readable safetensors file ({e}); rerun `ptxssl pretrain`") from None
     cls = get_method(cfg.method)
     num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else 0
-    _, meta = load_encoder(run_dir)  # also checks the encoder file
+    _, meta = load_encoder(run_dir, cfg.arch)  # also checks the encoder file and its arch
     method = cls(method_cfg, in_channels=cfg.in_channels, image_size=int(meta["image_size"]),
-                 num_classes=num_classes)
+                 num_classes=num_classes, arch=cfg.arch)
     method.load_state_dict(state, strict=True)
     return method.eval()
 

@@ -26,12 +26,13 @@ import pandas as pd
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.transfer.model import init_arch, is_encoder_file
 from ptxssl.transfer.protocol import run_splits
 from ptxssl.transfer.run import TransferConfig, transfer
 
-RESULT_COLUMNS = ["encoder", "init", "fraction", "seed", "fold", "labelled_images", "siim_dice", "perfect_detector",
-                  "positive_dice", "image_auroc", "recall", "f1", "threshold", "min_area_fraction", "best_epoch",
-                  "seconds"]
+RESULT_COLUMNS = ["encoder", "init", "arch", "fraction", "seed", "fold", "labelled_images", "siim_dice",
+                  "perfect_detector", "positive_dice", "image_auroc", "recall", "f1", "threshold",
+                  "min_area_fraction", "best_epoch", "seconds"]
 ALL_EMPTY = "all-empty (no training)"
 
 
@@ -51,10 +52,27 @@ def parse_encoders(specs: list[str]) -> dict[str, str]:
 
 
 def _default_name(init: str) -> str:
-    if init in ("random", "imagenet") or init.startswith("imagenet:"):
+    if not is_encoder_file(init):
         return init.split(":")[0]
     path = Path(init)
     return (path.parent.name if path.suffix == ".safetensors" else path.name) or "encoder"
+
+
+def grid_arch(arch: str, encoders: dict[str, str]) -> str:
+    """The one encoder arch of a grid: `arch` (--arch), else the arch the encoder files share,
+    else resnet34. The random / ImageNet rows use it too, so every row compares the same network.
+
+    Raises:
+        UserError: before any cell runs, when a file was made for another arch than --arch, or
+            when the files are of different archs (one grid per arch).
+    """
+    found = {name: init_arch(init, arch or None) for name, init in encoders.items() if is_encoder_file(init)}
+    archs = sorted(set(found.values()))
+    if len(archs) > 1:
+        listing = ", ".join(f"{name}: {a}" for name, a in found.items())
+        raise UserError(f"--encoder files of different archs ({listing}); a grid compares one arch, so run one "
+                        "compare per arch (each with --arch NAME)")
+    return archs[0] if archs else init_arch("random", arch or None)
 
 
 def run_cell(base: TransferConfig, out: Path, init: str, fraction: float, seed: int, progress: bool,
@@ -81,6 +99,8 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
     out. `notes` (e.g. the protocol followed and the run's departures from it) head the table.
     """
     out = Path(out)
+    base = replace(base, arch=grid_arch(base.arch, encoders))
+    notes = [*notes, f"Every row is a UNet on a {base.arch} encoder."]
     rows = []
     repeats = [(seeds[0], k) for k in range(base.folds)] if base.folds else [(s, 0) for s in seeds]
     positive = (pd.concat([positives_in_test(replace(base, fold=k)) for k in range(base.folds)]) if base.folds
@@ -95,8 +115,8 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
         test, tuned = metrics["test"], metrics["val_tuned"]
         echo(f"[{i}/{len(cells)}] {name} fraction {fraction:g} {which}: SIIM score {test['siim_dice']:.4f}"
              + (" (done before)" if skipped else f" ({time.perf_counter() - t0:.0f} s)"))
-        rows.append({"encoder": name, "init": encoders[name], "fraction": fraction, "seed": seed,
-                     "fold": fold if base.folds else -1,
+        rows.append({"encoder": name, "init": encoders[name], "arch": base.arch, "fraction": fraction,
+                     "seed": seed, "fold": fold if base.folds else -1,
                      "labelled_images": metrics["labelled_images"], "siim_dice": test["siim_dice"],
                      "perfect_detector": perfect_detector(cell / "test_dice.csv", positive),
                      "positive_dice": test["positive_dice"], "image_auroc": test["image_auroc"],

@@ -12,7 +12,7 @@ from tqdm import tqdm
 
 from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment
 from ptxssl.pretrain.config import flat
-from ptxssl.pretrain.encoder import NORMALIZATION
+from ptxssl.pretrain.encoder import NORMALIZATION, first_conv
 from ptxssl.pretrain.engine import EngineModule
 from ptxssl.transfer.losses import SegmentationLoss
 from ptxssl.transfer.model import model_input, probabilities
@@ -45,6 +45,7 @@ class SegmentationModule(EngineModule):
     def __init__(self, unet: nn.Module, cfg, image_size: int, run_dir: str | Path = ".") -> None:
         super().__init__(flat(cfg), Path(run_dir))
         self.unet, self.cfg, self.image_size = unet, cfg, image_size
+        self.in_channels = first_conv(unet.encoder)[1].in_channels  # any arch: not only resnet's conv1
         self.loss = SegmentationLoss(cfg.loss)
         self.augment = segmentation_augment(cfg.hflip) if cfg.augment else None
 
@@ -57,7 +58,7 @@ class SegmentationModule(EngineModule):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, S) in [0, 1] -> (N, 1, S, S) logits."""
-        return self.unet(model_input(x, self.unet.encoder.conv1.in_channels, NORMALIZATION))
+        return self.unet(model_input(x, self.in_channels, NORMALIZATION))
 
     def encoder_frozen(self) -> bool:
         return self.cfg.freeze_epochs < 0 or self.current_epoch < self.cfg.freeze_epochs

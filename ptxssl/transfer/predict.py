@@ -18,6 +18,11 @@ choice `prepare --on-error` offers).
 
 Overlays (optional) mirror the DICOM folder tree: DIR/a/b.dcm -> OVERLAYS/a/b.png.
 
+Cascade (optional, `classifier=`: a `transfer --task classify` run): each image also goes
+through the classifier (letterboxed to its own size, with its own TTA), and images whose
+probability is below the classifier's tuned threshold get an empty mask (-1) whatever the
+UNet drew (see ptxssl.transfer.cascade).
+
 Two files with the same SOPInstanceUID (a copy with an edited header, say) both get a row; in
 SIIM's format rows of one ImageId are unioned, so the summary lists such ids as duplicates.
 """
@@ -113,13 +118,15 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Path,
                    overlays_dir: str | Path | None = None, batch_size: int = 8,
-                   progress: bool = True, on_error: str = "stop") -> dict:
-    """Segment every DICOM under `dicom_dir` with the transfer run `run_dir`.
+                   progress: bool = True, on_error: str = "stop", classifier: str | Path | None = None) -> dict:
+    """Segment every DICOM under `dicom_dir` with the transfer run `run_dir`; with `classifier`
+    (a `--task classify` run) as a cascade: images it calls negative get an empty mask.
 
     Returns:
         {"csv", "images" (rows written), "positive" (non-empty masks), "skipped"
         ([(file, reason)], only with on_error="skip"), "duplicates" (ImageIds written more
-        than once), "overlays" (folder or None)}.
+        than once), "overlays" (folder or None), "gated" (images the classifier called
+        negative; 0 without one)}.
     Raises:
         UserError: bad run folder, no DICOMs, an unreadable DICOM (on_error="stop").
     """
@@ -128,6 +135,12 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1 (got {batch_size})")
     model, meta = load_model(run_dir)
+    gated, cls = 0, None
+    if classifier is not None:  # imported here: cascade imports this module, and Lightning comes with classify
+        from ptxssl.transfer.cascade import gate
+        from ptxssl.transfer.classify import load_classifier
+
+        cls, cls_meta = load_classifier(classifier)
     dicom_dir = Path(dicom_dir)
     files = find_dicoms(dicom_dir)
     size, (threshold, area, bottom) = int(meta["image_size"]), postprocess_params(meta, run_dir)
@@ -149,6 +162,11 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
             continue
         probs = predict_probs(model, np.stack([letterbox(img, size) for _, img, _ in batch]), meta)
         masks = binarise(probs, threshold, area, bottom)  # (n, S, S) bool
+        if cls is not None:
+            cls_size, cls_threshold = int(cls_meta["image_size"]), float(cls_meta["threshold"])
+            cls_probs = predict_probs(cls, np.stack([letterbox(img, cls_size) for _, img, _ in batch]), cls_meta)
+            masks = gate(masks, cls_probs, cls_threshold)  # (n, S, S)
+            gated += int((cls_probs < cls_threshold).sum())
         for (path, image, info), mask in zip(batch, masks):
             full = unletterbox(mask, *image.shape)  # (rows, cols)
             image_id = info.get("sop_uid") or path.stem
@@ -166,4 +184,4 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
     ids = Counter(image_id for image_id, _ in rows)
     return {"csv": str(out_csv), "images": len(rows), "positive": positive,
             "skipped": skipped, "duplicates": sorted(i for i, n in ids.items() if n > 1),
-            "overlays": str(overlays) if overlays is not None else None}
+            "overlays": str(overlays) if overlays is not None else None, "gated": gated}

@@ -11,7 +11,7 @@ augmentation (`--tta`) that `predict` will use.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +43,13 @@ BEST = "checkpoints/best.ckpt"
 class TransferConfig(TrainConfig):
     """The transfer run's options; the common training options come from TrainConfig."""
 
+    task: str = opt("segment", "segment (a UNet on the masks) or classify (the encoder + a linear head on the "
+                               "image labels, threshold tuned for F1 on val).")
     encoder: str = opt("random", "Encoder init: random, imagenet, imagenet:FILE, an encoder.safetensors or "
                                  "a pretrain run folder.")
+    arch: str = opt("", "Encoder architecture: any segmentation_models_pytorch encoder name (resnet18, resnet34, "
+                        "vgg13, densenet121, efficientnet-b3, ...); empty: the --encoder file's arch, resnet34 "
+                        "for random / imagenet.")
     epochs: int = opt(20, "Passes over the labelled training images.")
     batch_size: int = opt(8, "Images per batch and device.")
     lr: float = opt(1e-4, "Adam learning rate of the decoder and head.")
@@ -141,6 +146,9 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     The run folder gets config.yaml, labelled.csv (the training subset), metrics.csv,
     checkpoints/, metrics.json, model/ (smp `save_pretrained`) and ptxssl.json.
     """
+    if cfg.task != "segment":  # classify, or a one-line error naming --task
+        from ptxssl.transfer.classify import classify  # here, not at the top: classify.py imports this module
+        return classify(cfg, resume, overwrite, progress)
     if not cfg.data or not Path(cfg.data).is_file():
         raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with "
                         "`ptxssl prepare --dataset siim`)")
@@ -163,7 +171,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
         raise UserError(f"only {len(labelled)} labelled training image(s) selected; use a larger "
                         "--label-fraction or --label-count (at least 2)")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
-    unet, init = build_unet(cfg.encoder, cfg.in_channels)
+    unet, init = build_unet(cfg.encoder, cfg.in_channels, cfg.arch or None)
+    cfg = replace(cfg, arch=init["arch"])  # the resolved arch goes into config.yaml: a rerun builds the same UNet
     module = SegmentationModule(unet, cfg, size, out)
     if overwrite and ckpt is None:
         clear_run_dir(out, ("metrics.json", "test_dice.csv", META_FILE, MODEL_DIR, "checkpoints"))  # all top-k
@@ -206,7 +215,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
                "image_size": size, "test_images": len(test), "seed": cfg.seed,
                "seconds": round(trainer.fit_seconds, 1)}
     _write_csv(out / "test_dice.csv", ["image_id", "dice"], [test.ids, np.round(dice, 6)])  # per image, for paired comparisons
-    meta = {"image_size": size, "in_channels": cfg.in_channels, "normalization": NORMALIZATION,
+    meta = {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch, "normalization": NORMALIZATION,
             "postprocess": tuned["mode"], "threshold": tuned["threshold"],
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
             "tta": cfg.tta, "encoder": init}
@@ -217,7 +226,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
 
 def _card(cfg: TransferConfig, metrics: dict) -> str:
     test = metrics["test"]
-    return (f"UNet (ResNet-34 encoder, init `{cfg.encoder}`) trained by ptxssl on `{cfg.data}` "
+    return (f"UNet ({cfg.arch} encoder, init `{cfg.encoder}`) trained by ptxssl on `{cfg.data}` "
             f"({metrics['labelled_images']} labelled images, {cfg.image_size or 'cache'} px).\n\n"
             f"Test SIIM score {test['siim_dice']:.4f}, positive-image Dice {test['positive_dice']:.4f}, "
             f"image AUROC {test['image_auroc']:.4f} on {metrics['test_images']} images.\n\n"

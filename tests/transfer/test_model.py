@@ -46,9 +46,9 @@ def tv34_file(tmp_path_factory) -> tuple[Path, dict]:
     return path, state
 
 
-def _one_line_error(init: str, in_channels: int = 1) -> str:
+def _one_line_error(init: str, in_channels: int = 1, arch: str | None = None) -> str:
     with pytest.raises(UserError) as err:
-        build_unet(init, in_channels=in_channels)
+        build_unet(init, in_channels=in_channels, arch=arch)
     assert "\n" not in str(err.value)
     return str(err.value)
 
@@ -60,7 +60,8 @@ def test_random_is_seeded():
     b, _ = build_unet("random")
     torch.manual_seed(1)
     c, _ = build_unet("random")
-    assert desc == {"init": "random", "spec": "random", "source": None, "sha1": None, "in_channels": 1}
+    assert desc == {"init": "random", "spec": "random", "source": None, "sha1": None, "in_channels": 1,
+                    "arch": "resnet34"}
     assert a.encoder.conv1.weight.shape == (64, 1, 7, 7)
     assert torch.equal(a.encoder.conv1.weight, b.encoder.conv1.weight)
     assert not torch.equal(a.encoder.conv1.weight, c.encoder.conv1.weight)
@@ -99,7 +100,7 @@ def test_imagenet_file_one_channel_is_smp_adaptation(tv34_file):
     own = unet.encoder.state_dict()
     assert all(torch.equal(own[k], v) for k, v in rest.items() if not k.startswith("fc."))
     assert desc == {"init": "imagenet", "spec": f"imagenet:{path}", "source": str(path),
-                    "sha1": hashlib.sha1(path.read_bytes()).hexdigest(), "in_channels": 1}
+                    "sha1": hashlib.sha1(path.read_bytes()).hexdigest(), "in_channels": 1, "arch": "resnet34"}
 
 
 def test_imagenet_file_three_channels_and_safetensors(tv34_file, tmp_path):
@@ -109,6 +110,26 @@ def test_imagenet_file_three_channels_and_safetensors(tv34_file, tmp_path):
     for f in (path, st):
         unet, _ = build_unet(f"imagenet:{f}", in_channels=3)
         _assert_state_equal(unet.encoder, state)
+
+
+def test_imagenet_file_for_other_archs_as_smp_loads_it(tmp_path):
+    """imagenet:FILE takes what smp's own encoder for --arch loads: torchvision's densenet121
+    state_dict lands (conv0 summed to 1 channel); torchvision's efficientnet_b3 does not fit smp's
+    efficientnet-b3 (another implementation), which the error says, naming smp's own file."""
+    state = _scrambled(torchvision.models.densenet121(weights=None), 2).state_dict()
+    torch.save(state, tmp_path / "densenet121.pth")
+    unet, desc = build_unet(f"imagenet:{tmp_path / 'densenet121.pth'}", arch="densenet121")
+    assert desc["arch"] == "densenet121" and unet.config["encoder_name"] == "densenet121"
+    own = unet.encoder.state_dict()
+    assert torch.equal(own["features.conv0.weight"], state["features.conv0.weight"].sum(1, keepdim=True))
+    shared = [k for k in own if k != "features.conv0.weight"]
+    assert len(shared) == len(own) - 1 and all(torch.equal(own[k], state[k]) for k in shared)
+
+    torch.save(torchvision.models.efficientnet_b3(weights=None).state_dict(), tmp_path / "effb3.pth")
+    message = _one_line_error(f"imagenet:{tmp_path / 'effb3.pth'}", arch="efficientnet-b3")
+    assert str(tmp_path / "effb3.pth") in message and "smp-hub/efficientnet-b3.imagenet" in message
+    # a densenet file under the default arch names the arch it fits
+    assert "--arch densenet121" in _one_line_error(f"imagenet:{tmp_path / 'densenet121.pth'}")
 
 
 def test_imagenet_offline_is_one_line_pointing_to_file(monkeypatch, tmp_path):
@@ -184,7 +205,7 @@ def test_save_load_roundtrip_identical_outputs(tmp_path):
     card = (out / "README.md").read_text()
     assert "ptxssl transfer --encoder random" in card and "0.81" in card and "synthetic siim" in card
     meta = json.loads((tmp_path / "run" / "ptxssl.json").read_text())
-    assert meta == {"normalization": NORMALIZATION, **META}
+    assert meta == {"normalization": NORMALIZATION, "arch": "resnet34", **META}
 
     for where in (tmp_path / "run", tmp_path / "run" / "model"):
         loaded, loaded_meta = load_model(where)

@@ -1,4 +1,4 @@
-"""Autoencoder: ResNet-34 encoder -> latent vector -> convolutional decoder.
+"""Autoencoder: encoder (--arch, ResNet-34 by default) -> latent vector -> convolutional decoder.
 
 Reconstruction loss: binary cross-entropy on [0, 1] pixels (default) or MSE, *mean* over
 pixels and batch (a per-pixel scale, comparable across image sizes).
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.encoder import deepest
+from ptxssl.pretrain.encoder import DEFAULT_ARCH, deepest
 from ptxssl.pretrain.methods.base import Method, MethodConfig
 from ptxssl.pretrain.methods.decoder import Bottleneck, ConvDecoder
 
@@ -37,9 +37,10 @@ class AE(Method):
     name = "ae"
     config_class = AEConfig
 
-    def __init__(self, cfg: AEConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
-        self.to_latent = Bottleneck(image_size, cfg.latent_dim)
+    def __init__(self, cfg: AEConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
+                 arch: str = DEFAULT_ARCH) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
+        self.to_latent = Bottleneck(self.encoder, image_size, cfg.latent_dim)
         self.decoder = ConvDecoder(cfg.latent_dim, image_size, in_channels)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,11 @@
 """What every pretraining method is: an encoder, the heads its loss needs, one step.
 
 A method is a small `nn.Module` (lightly's examples are the model): `step(batch)` returns
-named loss terms with the total under "loss", and `embed(x)` gives the (N, 512) features the
-analysis stage and the probe use. The engine (Lightning) owns devices, precision, DDP,
-checkpoints and logging; a method never moves tensors between devices itself.
+named loss terms with the total under "loss", and `embed(x)` gives the (N, D) pooled features
+the analysis stage and the probe use. D = `self.feature_dim` is read from the built encoder
+(512 for a resnet34, 1024 for a densenet121) and every head sizes itself by it, so a method
+works with any `--arch`. The engine (Lightning) owns devices, precision, DDP, checkpoints and
+logging; a method never moves tensors between devices itself.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.encoder import FEATURE_DIM, build_encoder, pooled
+from ptxssl.pretrain.encoder import DEFAULT_ARCH, build_encoder, feature_dim, pooled
 
 
 @dataclass
@@ -42,11 +44,13 @@ class Method(nn.Module):
     inputs: ClassVar[str] = "image"
 
     def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64,
-                 num_classes: int = 0) -> None:
+                 num_classes: int = 0, arch: str = DEFAULT_ARCH) -> None:
         super().__init__()
         self.cfg = cfg
         self.in_channels, self.image_size, self.num_classes = in_channels, image_size, num_classes
-        self.encoder = build_encoder(in_channels)
+        self.arch = arch
+        self.encoder = build_encoder(in_channels, arch)
+        self.feature_dim = feature_dim(self.encoder)  # channels of the deepest stage
 
     @classmethod
     def make_dataset(cls, cfg: MethodConfig, train: CacheDataset) -> tuple[Dataset, int, np.ndarray | None]:
@@ -59,7 +63,7 @@ class Method(nn.Module):
         raise NotImplementedError
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) in [0, 1] -> (N, 512) global-average-pooled encoder features."""
+        """(N, C, S, S) in [0, 1] -> (N, feature_dim) global-average-pooled encoder features."""
         return pooled(self.encoder, x)
 
     def latent(self, x: torch.Tensor) -> torch.Tensor | None:
@@ -89,9 +93,10 @@ class LabelMethod(Method):
 
     inputs = "labels"
 
-    def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 1) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
-        self.head = nn.Linear(FEATURE_DIM, max(num_classes, 1))
+    def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 1,
+                 arch: str = DEFAULT_ARCH) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
+        self.head = nn.Linear(self.feature_dim, max(num_classes, 1))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.embed(x))  # (N, num_classes)

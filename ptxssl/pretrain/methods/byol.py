@@ -30,7 +30,7 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
 from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
+from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 
 
@@ -46,9 +46,10 @@ class BYOL(MomentumMethod):
     config_class = BYOLConfig
     title = "BYOL"
 
-    def __init__(self, cfg: BYOLConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
-        self.projection = BYOLProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
+    def __init__(self, cfg: BYOLConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
+                 arch: str = DEFAULT_ARCH) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
+        self.projection = BYOLProjectionHead(self.feature_dim, cfg.hidden_dim, cfg.proj_dim)
         self.prediction = BYOLPredictionHead(cfg.proj_dim, cfg.hidden_dim, cfg.proj_dim)
         self.make_target("encoder", "encoder_momentum")
         self.make_target("projection", "projection_momentum")

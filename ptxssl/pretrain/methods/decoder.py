@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ptxssl.pretrain.encoder import FEATURE_DIM
+from ptxssl.pretrain.encoder import feature_dim
 
-_STRIDE = 32  # ResNet-34 downsamples by 2**5
+_STRIDE = 32  # the decoder upsamples by 2**5, from an S/32 grid to S
 
 
 def _up(c_in: int, c_out: int) -> nn.Sequential:
@@ -20,13 +20,14 @@ def _up(c_in: int, c_out: int) -> nn.Sequential:
 
 
 class Bottleneck(nn.Module):
-    """(N, 512, h, w) deepest features -> (N, out_dim) vector (flatten + linear keeps where
-    things are, which global pooling would throw away)."""
+    """(N, D, h, w) deepest features -> (N, out_dim) vector (flatten + linear keeps where
+    things are, which global pooling would throw away). D and h = w = image_size / stride
+    come from the encoder it follows, so any smp encoder fits."""
 
-    def __init__(self, image_size: int, out_dim: int) -> None:
+    def __init__(self, encoder: nn.Module, image_size: int, out_dim: int) -> None:
         super().__init__()
-        side = image_size // _STRIDE
-        self.proj = nn.Linear(FEATURE_DIM * side * side, out_dim)
+        side = image_size // encoder.output_stride
+        self.proj = nn.Linear(feature_dim(encoder) * side * side, out_dim)
 
     def forward(self, feats: torch.Tensor) -> torch.Tensor:
         return self.proj(feats.flatten(1))  # (N, out_dim)

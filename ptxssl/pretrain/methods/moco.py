@@ -39,7 +39,7 @@ from lightly.utils import dist
 
 from ptxssl.errors import UserError
 from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
+from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 
 
@@ -55,11 +55,12 @@ class MoCo(MomentumMethod):
     config_class = MoCoConfig
     title = "MoCo v2"
 
-    def __init__(self, cfg: MoCoConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
+    def __init__(self, cfg: MoCoConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
+                 arch: str = DEFAULT_ARCH) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
         if cfg.queue_size <= 0:
             raise UserError(f"--queue-size must be positive (got {cfg.queue_size}); try 4096")
-        self.head = MoCoProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
+        self.head = MoCoProjectionHead(self.feature_dim, cfg.hidden_dim, cfg.proj_dim)
         self.make_target("encoder", "encoder_momentum")
         self.make_target("head", "head_momentum")
         self.criterion = NTXentLoss(temperature=cfg.temperature, memory_bank_size=(cfg.queue_size, cfg.proj_dim),

@@ -1,7 +1,7 @@
 """SimCLR: two augmented views of each image, pulled together against all other views.
 
 Chen et al. 2020, "A Simple Framework for Contrastive Learning of Visual Representations",
-https://arxiv.org/abs/2002.05709. Encoder -> pooled 512-d feature -> MLP projection head ->
+https://arxiv.org/abs/2002.05709. Encoder -> pooled feature (512-d for ResNet-34) -> MLP projection head ->
 NT-Xent (InfoNCE over the 2N views of the batch: one positive and 2N - 2 negatives each).
 
 Defaults, scaled for small runs:
@@ -9,7 +9,7 @@ Defaults, scaled for small runs:
         ours (small images, small batches), and lightly's default; 0.1 was its ImageNet
         choice with batches of 4096.
     proj_dim 128, hidden_dim 512: the paper's 128-d output; the hidden layer as wide as the
-        encoder output (2048 for ResNet-50 there, 512 for ResNet-34 here).
+        encoder output (2048 for ResNet-50 there, 512 for ResNet-34 here; other --arch keep 512).
     AdamW, lr 1e-3: LARS exists to keep very large batches (4096+) stable; at 32-256 images
         per batch plain AdamW trains as well and needs no warm-up schedule.
 
@@ -28,7 +28,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from lightly.utils import dist
 
 from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.encoder import FEATURE_DIM, pooled
+from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import TwoViewConfig, TwoViewMethod
 
 
@@ -42,9 +42,10 @@ class SimCLR(TwoViewMethod):
     config_class = SimCLRConfig
     title = "SimCLR"
 
-    def __init__(self, cfg: SimCLRConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
-        self.head = SimCLRProjectionHead(FEATURE_DIM, cfg.hidden_dim, cfg.proj_dim)
+    def __init__(self, cfg: SimCLRConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
+                 arch: str = DEFAULT_ARCH) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
+        self.head = SimCLRProjectionHead(self.feature_dim, cfg.hidden_dim, cfg.proj_dim)
         self.criterion = NTXentLoss(temperature=cfg.temperature, gather_distributed=True)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:

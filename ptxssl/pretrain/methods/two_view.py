@@ -19,6 +19,7 @@ from lightly.utils.scheduler import cosine_schedule
 from ptxssl.errors import UserError
 from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
 from ptxssl.pretrain.config import opt
+from ptxssl.pretrain.encoder import DEFAULT_ARCH
 from ptxssl.pretrain.methods.base import Method, MethodConfig
 
 
@@ -51,8 +52,9 @@ class TwoViewMethod(Method):
     inputs = "image"
     title: ClassVar[str] = ""  # the method's name in figure titles
 
-    def __init__(self, cfg: TwoViewConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
+    def __init__(self, cfg: TwoViewConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
+                 arch: str = DEFAULT_ARCH) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
         self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
 
     @torch.no_grad()
@@ -63,8 +65,9 @@ class TwoViewMethod(Method):
 class MomentumMethod(TwoViewMethod):
     """A two-view method with a momentum target: `make_target` copies online modules."""
 
-    def __init__(self, cfg: MomentumConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
-        super().__init__(cfg, in_channels, image_size, num_classes)
+    def __init__(self, cfg: MomentumConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
+                 arch: str = DEFAULT_ARCH) -> None:
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
         self.current_momentum = cfg.momentum
         self._pairs: list[tuple[str, str]] = []
 

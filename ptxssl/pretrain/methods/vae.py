@@ -1,4 +1,4 @@
-"""β-VAE: ResNet-34 encoder -> (μ, log σ²) -> sampled latent z -> convolutional decoder.
+"""β-VAE: encoder (--arch, ResNet-34 by default) -> (μ, log σ²) -> sampled latent z -> convolutional decoder.
 
 Loss (the negative ELBO with a weighted KL term, Higgins et al. 2017, "β-VAE: Learning Basic
 Visual Concepts with a Constrained Variational Framework"; Kingma & Welling 2014,
@@ -27,7 +27,7 @@ import torch
 
 from ptxssl.errors import UserError
 from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.encoder import deepest
+from ptxssl.pretrain.encoder import DEFAULT_ARCH, deepest
 from ptxssl.pretrain.methods.ae import AEConfig, reconstruction_loss
 from ptxssl.pretrain.methods.base import Method
 from ptxssl.pretrain.methods.decoder import Bottleneck, ConvDecoder
@@ -54,15 +54,16 @@ class VAE(Method):
     name = "vae"
     config_class = VAEConfig
 
-    def __init__(self, cfg: VAEConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0) -> None:
+    def __init__(self, cfg: VAEConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
+                 arch: str = DEFAULT_ARCH) -> None:
         if cfg.beta < 0:
             raise UserError(f"--beta must be >= 0 (got {cfg.beta})")
         if cfg.kl_warmup < 0:
             raise UserError(f"--kl-warmup must be >= 0 steps (got {cfg.kl_warmup}); 0 turns warm-up off")
         if cfg.recon_loss not in ("bce", "mse"):
             raise UserError(f"--recon-loss must be bce or mse (got {cfg.recon_loss!r})")
-        super().__init__(cfg, in_channels, image_size, num_classes)
-        self.to_stats = Bottleneck(image_size, 2 * cfg.latent_dim)
+        super().__init__(cfg, in_channels, image_size, num_classes, arch)
+        self.to_stats = Bottleneck(self.encoder, image_size, 2 * cfg.latent_dim)
         self.decoder = ConvDecoder(cfg.latent_dim, image_size, in_channels)
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # training steps seen
 

@@ -1,0 +1,121 @@
+"""The detection cascade: a classifier decides whether an image has a pneumothorax at all, and
+only the images it calls positive keep the segmentation model's mask.
+
+On the SIIM score an empty truth scores 1 only for an empty prediction, so every false alarm
+on one of the ~78 % empty images costs a whole point; a classifier trained for the image-level
+question can silence those before the UNet speaks. `predict --classifier` applies the gate to
+DICOMs; `cascade_scores` measures segmentation-only, classifier-only and the cascade on one
+split of a cache, with one image-level truth (the cache's labels[:, 0]) for all three.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.errors import UserError
+from ptxssl.pretrain.config import load_yaml
+from ptxssl.transfer.classify import load_classifier, score
+from ptxssl.transfer.metrics import binarise, dice_per_image, image_auroc, image_detection
+from ptxssl.transfer.model import load_model
+from ptxssl.transfer.predict import postprocess_params, predict_probs
+from ptxssl.transfer.protocol import SPLITS, run_splits
+
+
+def gate(masks: np.ndarray, probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Empty the masks of images the classifier calls negative (probability below `threshold`).
+
+    Shape: (N, H, W) masks, (N,) probabilities -> (N, H, W) bool.
+    """
+    keep = np.asarray(probs, np.float64) >= threshold  # (N,)
+    return (np.asarray(masks) != 0) & keep[:, None, None]
+
+
+def _resize(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
+    """Cache images (N, 1, S, S) -> a run's size, as the runs' own evaluation resizes them."""
+    if x.shape[-1] == size:
+        return x
+    if mode == "nearest":
+        return F.interpolate(x, size=(size, size), mode="nearest")
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def run_rows(run_dir: str | Path, cache: str | Path, split: str) -> np.ndarray:
+    """Cache rows of `split` as the run saw them: its config.yaml's --resplit / --folds, else
+    (or without a config.yaml) the cache's own split."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
+    path = Path(run_dir) / "config.yaml"
+    saved = load_yaml(path) if path.is_file() else {}
+    cfg = SimpleNamespace(data=str(cache), resplit=saved.get("resplit", ""), folds=saved.get("folds", 0),
+                          fold=saved.get("fold", 0), split_seed=saved.get("split_seed", 0))
+    return run_splits(cfg)[split]
+
+
+def _image_level(image_score: np.ndarray, called: np.ndarray, label: np.ndarray) -> dict:
+    return {"image_auroc": image_auroc(image_score[:, None, None], label[:, None, None]),
+            **image_detection(called[:, None, None], label[:, None, None])}
+
+
+@torch.no_grad()
+def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, split: str = "test",
+                   batch_size: int = 16) -> dict:
+    """Segmentation-only vs classifier-only vs cascade on `split` of `cache`.
+
+    Each model sees the cache images at its own size with its own TTA and tuned rule (the
+    UNet's post-processing, the classifier's threshold). Image-level truth is the cache's
+    labels[:, 0] for all three rows; Dice is against the masks at the UNet's size.
+
+    Returns:
+        {"split", "n_images", "n_positive", "gated" (images the classifier called negative),
+        "segmentation": {"siim_dice", "positive_dice", "image_auroc", "precision", "recall", "f1"},
+        "classifier": {"image_auroc", "precision", "recall", "f1", "threshold"} (no SIIM score:
+        a classifier draws no masks), "cascade": like "segmentation"}. An image's score for
+        AUROC: segmentation, its maximum probability; classifier, its probability; cascade,
+        the segmentation maximum where the classifier passes the image, else 0. An image is
+        called positive by segmentation when its post-processed mask is non-empty, by the
+        cascade when the classifier passes it too.
+    Raises:
+        UserError: bad run folders, or runs that split the cache differently.
+    """
+    unet, seg_meta = load_model(seg_run)
+    classifier, cls_meta = load_classifier(cls_run)
+    rows = run_rows(seg_run, cache, split)
+    if not np.array_equal(rows, run_rows(cls_run, cache, split)):
+        raise UserError(f"{seg_run} and {cls_run} split {cache} differently (--resplit / --folds), so their "
+                        f"{split} images differ; compare runs made with the same split options")
+    data = CacheDataset(cache, with_masks=True, rows=rows)
+    if data.labels is None or not len(data):
+        raise UserError(f"{cache}: no image labels or no {split} images; pass a SIIM cache")
+    rule, threshold = postprocess_params(seg_meta, seg_run), float(cls_meta["threshold"])
+    seg_size, cls_size = int(seg_meta["image_size"]), int(cls_meta["image_size"])
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("dice", "gated_dice", "called", "max", "prob", "label")}
+    for batch in DataLoader(data, batch_size=batch_size):
+        x = batch["image"]  # (n, 1, S, S) in [0, 1]
+        probs = predict_probs(unet, _resize(x, seg_size)[:, 0].numpy(), seg_meta)  # (n, s, s)
+        truth = _resize(batch["mask"], seg_size, "nearest")[:, 0].numpy() > 0.5
+        pred = binarise(probs, *rule)
+        cls_probs = predict_probs(classifier, _resize(x, cls_size)[:, 0].numpy(), cls_meta)  # (n,)
+        for key, value in (("dice", dice_per_image(pred, truth)), ("called", pred.any(axis=(1, 2))),
+                           ("gated_dice", dice_per_image(gate(pred, cls_probs, threshold), truth)),
+                           ("max", probs.max(axis=(1, 2))), ("prob", cls_probs),
+                           ("label", batch["labels"][:, 0].numpy() == 1)):
+            parts[key].append(value)
+    d = {k: np.concatenate(v) for k, v in parts.items()}
+    keep, label = d["prob"] >= threshold, d["label"]
+
+    def masks(dice: np.ndarray) -> dict:
+        return {"siim_dice": float(dice.mean()),
+                "positive_dice": float(dice[label].mean()) if label.any() else float("nan")}
+
+    classifier_only = score(d["prob"], label, threshold)
+    return {"split": split, "n_images": len(label), "n_positive": int(label.sum()), "gated": int((~keep).sum()),
+            "segmentation": {**masks(d["dice"]), **_image_level(d["max"], d["called"], label)},
+            "classifier": {k: classifier_only[k] for k in ("image_auroc", "precision", "recall", "f1", "threshold")},
+            "cascade": {**masks(d["gated_dice"]),
+                        **_image_level(np.where(keep, d["max"], 0.0), d["called"] & keep, label)}}

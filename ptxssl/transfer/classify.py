@@ -1,0 +1,239 @@
+"""`ptxssl transfer --task classify`: image-level pneumothorax detection with the same encoders.
+
+The encoder comes from `build_unet` (so every init — random, imagenet, imagenet:FILE, an
+encoder file or pretrain run — is loaded and verified tensor by tensor in one place) and gets
+a head: global average pool of the deepest feature map -> linear -> 1 logit, trained with
+BCE on the cache's image labels (labels[:, 0]: positive = non-empty mask). Splits, label
+subsets, samplers, seeds, checkpoints, --resume, --freeze-epochs, --tta and --average-top-k
+are the segmentation run's. The validation score is image AUROC; the operating threshold
+maximises F1 on validation and is applied once to test.
+
+Run folder: config.yaml, labelled.csv, metrics.csv, checkpoints/, metrics.json,
+test_scores.csv (image_id, probability, label), classifier.safetensors (tensors only) and
+classifier.json (what `load_classifier` and `predict --classifier` need).
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import EarlyStopping
+from pytorch_lightning.utilities import rank_zero_only
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+from torch.utils.data import DataLoader
+
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.errors import UserError
+from ptxssl.files import atomic_path, write_json
+from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim
+from ptxssl.pretrain.engine import clear_run_dir, fit, prepare_run_dir
+from ptxssl.pretrain.data import train_loader
+from ptxssl.transfer.averaging import top_k_paths
+from ptxssl.transfer.losses import DEFAULT_LOSS
+from ptxssl.transfer.metrics import image_auroc, image_detection
+from ptxssl.transfer.model import TTA_MODES, build_unet, probabilities
+from ptxssl.transfer.module import SegmentationModule
+from ptxssl.transfer.protocol import SPLITS, run_splits
+from ptxssl.transfer.run import BEST, _best_callback, _check_options, _labelled_rows, _load_best, _write_csv
+from ptxssl.transfer.sampling import ScheduleSampler
+
+TASKS = ("segment", "classify")
+WEIGHTS, META = "classifier.safetensors", "classifier.json"
+
+
+class ImageClassifier(nn.Module):
+    """An smp encoder, global average pooling of its deepest features and a linear layer.
+
+    Shape: (N, C, S, S) normalised input -> (N, 1) logits.
+    """
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, nn.Linear(feature_dim(encoder), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(x)[-1].mean(dim=(2, 3)))  # (N, D, s, s) -> (N, D) -> (N, 1)
+
+
+class ClassifyModule(SegmentationModule):
+    """SegmentationModule's resizing, encoder freezing (BatchNorm in eval too) and encoder /
+    head learning rates, around an ImageClassifier (held as `unet`, the attribute those use)."""
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x, _ = self.adapt(batch["image"])
+        if self.augment is not None:
+            x = self.augment(x, self._generator())
+        target = (batch["labels"][:, 0] == 1).float()  # (N,)
+        loss = F.binary_cross_entropy_with_logits(self(x)[:, 0], target)
+        self.check_finite(loss)
+        self.log("loss", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=x.shape[0])
+        return loss
+
+    def on_validation_epoch_start(self) -> None:
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        x, _ = self.adapt(batch["image"])
+        self._val.append((torch.sigmoid(self(x)[:, 0].float()), (batch["labels"][:, 0] == 1).float()))  # (n,) each
+
+    def on_validation_epoch_end(self) -> None:
+        # over the whole val split (all ranks: an AUROC is not a mean of per-batch values)
+        probs, labels = (self.all_gather(torch.cat(t)).reshape(-1).cpu().numpy() for t in zip(*self._val))
+        auroc = image_auroc(probs[:, None, None], labels[:, None, None] > 0.5)  # every rank: the same value
+        # val holds both classes (checked before training): NaN only from NaN outputs, scored as chance
+        self.log("val_score", 0.5 if np.isnan(auroc) else auroc, prog_bar=True)
+
+
+@torch.no_grad()
+def predict_scores(module: ClassifyModule, loader: DataLoader, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
+    """(N,) float32 probabilities and (N,) bool labels, in loader order (`probabilities` with
+    `tta`: on (N, 1) logits its flip-back is a no-op, so hflip is the mean over both views)."""
+    device = next(module.parameters()).device
+    probs, labels = [], []
+    for batch in loader:
+        x, _ = module.adapt(batch["image"].to(device))
+        probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
+        labels.append(batch["labels"][:, 0].numpy() == 1)
+    return np.concatenate(probs), np.concatenate(labels)
+
+
+def score(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
+    """Image AUROC, and precision / recall / F1 of calling an image positive when prob >= threshold."""
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, bool)
+    called = probs >= threshold
+    return {"image_auroc": image_auroc(probs[:, None, None], labels[:, None, None]),
+            **image_detection(called[:, None, None], labels[:, None, None]), "n_images": len(labels),
+            "n_positive": int(labels.sum()), "threshold": float(threshold)}
+
+
+def tune_threshold(probs: np.ndarray, labels: np.ndarray) -> dict:
+    """The threshold maximising F1 on (validation) scores, with `score`'s keys.
+
+    Every distinct score is a candidate cut (images at or above it called positive); the
+    threshold returned is the midpoint between that score and the next lower one (half the
+    lowest score when all are called), so a test score equal to a val score is not decided
+    by float noise. Ties keep the lowest cut: the most recall, which a cascade needs most.
+    """
+    probs, labels = np.asarray(probs, np.float64), np.asarray(labels, bool)
+    cuts = np.unique(probs)  # (T,) ascending
+    called = probs[None, :] >= cuts[:, None]  # (T, N)
+    tp = (called & labels).sum(axis=1)
+    wrong = (called & ~labels).sum(axis=1) + (labels.sum() - tp)  # false positives + false negatives
+    f1 = np.round(2 * tp / np.maximum(2 * tp + wrong, 1), 12)
+    i = int(np.argmax(f1))
+    return score(probs, labels, (cuts[i] + (cuts[i - 1] if i else 0.0)) / 2)
+
+
+def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
+    """Train the classifier, keep the best epoch by val AUROC, tune the threshold on val, score
+    test; return metrics (see the module docstring for the run folder)."""
+    if cfg.task not in TASKS:
+        raise UserError(f"--task must be {' or '.join(TASKS)} (got {cfg.task!r})")
+    if not cfg.data or not Path(cfg.data).is_file():
+        raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with "
+                        "`ptxssl prepare --dataset siim`)")
+    if not cfg.out:
+        raise UserError("--out is required: the run folder to write")
+    if cfg.loss != DEFAULT_LOSS or cfg.postprocess != "tuned":
+        raise UserError("--loss and --postprocess are for --task segment; --task classify trains with BCE "
+                        "and tunes its threshold for F1 on val")
+    _check_options(cfg)
+    out = Path(cfg.out)
+    ckpt = prepare_run_dir(out, resume, overwrite)
+    splits = run_splits(cfg)
+    train, val, test = (CacheDataset(cfg.data, rows=splits[s]) for s in SPLITS)
+    if train.labels is None:
+        raise UserError(f"{cfg.data}: no image labels; --task classify needs a SIIM cache (prepare --dataset siim)")
+    positive = val.labels[val.rows, 0] == 1
+    if positive.all() or not positive.any() or not len(test):
+        raise UserError(f"{cfg.data}: --task classify needs positive and negative val images and some test "
+                        f"images (val {int(positive.sum())} positive of {len(val)}, test {len(test)})")
+    size = cfg.image_size or train.size
+    if size % 32:
+        raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
+    labelled = CacheDataset(cfg.data, rows=_labelled_rows(cfg, train))
+    if len(labelled) < 2:
+        raise UserError(f"only {len(labelled)} labelled training image(s) selected; use a larger "
+                        "--label-fraction or --label-count (at least 2)")
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
+    unet, init = build_unet(cfg.encoder, cfg.in_channels, cfg.arch or None)  # the one verified init path
+    cfg = replace(cfg, arch=init["arch"])
+    module = ClassifyModule(ImageClassifier(unet.encoder), cfg, size, out)
+    if overwrite and ckpt is None:
+        clear_run_dir(out, ("metrics.json", "test_scores.csv", WEIGHTS, META, "checkpoints"))
+    label_positive = labelled.labels[labelled.rows, 0] == 1
+    if rank_zero_only.rank == 0:
+        _write_csv(out / "labelled.csv", ["image_id", "pneumothorax"], [labelled.ids, label_positive.astype(int)])
+        if cfg.resplit or cfg.folds:
+            _write_csv(out / "split.csv", ["image_id", "split"],
+                       [np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in splits.values()]),
+                        np.repeat(SPLITS, [len(r) for r in splits.values()])])
+    sampler = ScheduleSampler(label_positive, cfg.sampler, cfg.seed, cfg.epochs, cfg.resample_every,
+                              cfg.pos_rate_start, cfg.pos_rate_end)
+    loader = train_loader(labelled, cfg.batch_size, cfg.workers, cfg.seed,
+                          drop_last=len(sampler) >= cfg.batch_size, sampler=sampler)
+    val_loader, test_loader = (DataLoader(d, batch_size=cfg.batch_size, num_workers=cfg.workers) for d in (val, test))
+    best_callback = _best_callback(cfg, out)
+    callbacks: list[pl.Callback] = [best_callback]
+    if cfg.patience:
+        callbacks.append(EarlyStopping(monitor="val_score", mode="max", patience=cfg.patience))
+    trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress, val_loader=val_loader)
+    if trainer.global_rank != 0:
+        return {}
+    paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
+    epochs = _load_best(module, paths)
+    module.eval()
+    tuned = tune_threshold(*predict_scores(module, val_loader, cfg.tta))
+    test_probs, test_labels = predict_scores(module, test_loader, cfg.tta)
+    metrics = {"task": "classify", "test": score(test_probs, test_labels, tuned["threshold"]), "val_tuned": tuned,
+               "encoder": init, "labelled_images": len(labelled), "labelled_positive": int(label_positive.sum()),
+               "best_epoch": epochs[0] if epochs else None, "weights_from_epochs": epochs,
+               "epochs_run": trainer.current_epoch, "steps": trainer.global_step, "image_size": size,
+               "test_images": len(test), "seed": cfg.seed, "seconds": round(trainer.fit_seconds, 1)}
+    _write_csv(out / "test_scores.csv", ["image_id", "probability", "label"],
+               [test.ids, test_probs.astype(float), test_labels.astype(int)])  # float32 values, exactly
+    save_classifier(module.unet, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
+                                       "threshold": tuned["threshold"], "tta": cfg.tta, "encoder": init})
+    write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
+    return metrics
+
+
+def save_classifier(model: ImageClassifier, run_dir: str | Path, meta: dict) -> Path:
+    """RUN/classifier.safetensors (tensors only) and RUN/classifier.json (meta + task and
+    normalisation), each written atomically; returns the weights path."""
+    weights = Path(run_dir) / WEIGHTS
+    with atomic_path(weights) as tmp:
+        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
+    write_json(Path(run_dir) / META, {"task": "classify", "normalization": dict(NORMALIZATION), **meta})
+    return weights
+
+
+def load_classifier(run_dir: str | Path) -> tuple[ImageClassifier, dict]:
+    """A `--task classify` run's classifier (eval mode, CPU) and classifier.json; safetensors
+    and JSON only, never unpickling. Errors name the folder and what is wrong."""
+    run_dir = Path(run_dir)
+    missing = [name for name in (WEIGHTS, META) if not (run_dir / name).is_file()]
+    if missing:
+        raise UserError(f"{run_dir}: not a classifier run folder (missing {', '.join(missing)}); pass the "
+                        "folder `ptxssl transfer --task classify` wrote")
+    try:
+        meta = json.loads((run_dir / META).read_text())
+        with torch.random.fork_rng(devices=[]):  # building must not move the caller's seed
+            model = ImageClassifier(build_encoder(int(meta["in_channels"]), meta["arch"]))
+        model.load_state_dict(load_file(str(run_dir / WEIGHTS)), strict=True)
+        meta["threshold"], meta["image_size"] = float(meta["threshold"]), int(meta["image_size"])
+        if meta.get("tta", "none") not in TTA_MODES:
+            raise ValueError(f"tta {meta['tta']!r} is not one of {', '.join(TTA_MODES)}")
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError, RuntimeError,
+            SafetensorError, OSError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"{run_dir}: cannot load the classifier ({type(e).__name__}: {first}); the files are "
+                        "damaged or do not belong together, rerun the transfer") from None
+    return model.eval(), meta
