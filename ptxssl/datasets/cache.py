@@ -26,8 +26,8 @@ import numpy as np
 from tqdm import tqdm
 
 from ptxssl import __version__
-from ptxssl.datasets.channels import extra_channels, parse_channels
-from ptxssl.datasets.images import letterbox_mask, letterbox_shape, pad_square, read_image, resize, to_uint8
+from ptxssl.datasets.channels import letterbox_planes, parse_channels
+from ptxssl.datasets.images import letterbox_mask, read_image
 from ptxssl.datasets.records import Index, Record
 from ptxssl.datasets.rle import merge_siim
 from ptxssl.datasets.sources import get_index
@@ -60,9 +60,7 @@ def _decode(task: _Task) -> tuple[int, np.ndarray | None, np.ndarray | None, str
         mask = None
         if task.masks:
             mask = letterbox_mask(merge_siim(rec.rles, *image.shape, image_id=rec.image_id, variant=task.rle), task.size)
-        resized = resize(image, *letterbox_shape(*image.shape, task.size))
-        planes = [resized, *extra_channels(resized, task.channels)]
-        pixels = np.stack([to_uint8(pad_square(p, task.size)) for p in planes])  # (1 + K, S, S)
+        pixels = letterbox_planes(image, task.size, task.channels)  # (1 + K, S, S) uint8
         return task.row, pixels, mask, meta.get("patient_id", ""), ""
     except UserError as e:
         return task.row, None, None, "", str(e)
@@ -232,6 +230,12 @@ def prepare(src: str | Path, dataset: str, out: str | Path, size: int = 256, wor
         if h5.id.valid:
             h5.close()
     return {"images": len(index.records) - n_rejected, "rejected": n_rejected, "notes": index.notes}
+
+
+def cache_channels(path: str | Path) -> list[str]:
+    """The extra channels a cache stores beside the raw image ([] for a raw-only cache)."""
+    with h5py.File(path, "r") as h5:
+        return list(h5["channels"].attrs["names"]) if "channels" in h5 else []
 
 
 def cache_info(path: str | Path) -> dict:

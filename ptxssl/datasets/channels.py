@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from skimage import exposure
 
+from ptxssl.datasets.images import letterbox_shape, pad_square, resize, to_uint8
 from ptxssl.errors import UserError
 
 CHANNELS = {
@@ -33,3 +34,10 @@ def extra_channels(image: np.ndarray, names: tuple[str, ...]) -> list[np.ndarray
     """(h, w) float image in [0, 1] -> one (h, w) float image in [0, 1] per extra channel."""
     image = np.clip(np.asarray(image, dtype=np.float64), 0.0, 1.0)
     return [np.asarray(CHANNELS[name](image), dtype=np.float32) for name in names]
+
+
+def letterbox_planes(image: np.ndarray, size: int, names: tuple[str, ...] = ()) -> np.ndarray:
+    """(H, W) float image -> (1 + K, size, size) uint8: the letterboxed raw film and its extra
+    channels, exactly as `prepare` stores them (and `predict` must feed them)."""
+    resized = resize(image, *letterbox_shape(*image.shape, size))
+    return np.stack([to_uint8(pad_square(p, size)) for p in (resized, *extra_channels(resized, tuple(names)))])

@@ -39,6 +39,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
+from segmentation_models_pytorch.encoders._utils import patch_first_conv
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
@@ -223,6 +224,9 @@ def _adapt_imagenet_file(state: dict[str, torch.Tensor], path: Path, in_channels
 def _ptxssl_encoder(init: str, in_channels: int, arch: str) -> tuple[dict, Path, dict]:
     weights = resolve_encoder_path(init)
     encoder, meta = load_encoder(weights, arch)
+    if meta["in_channels"] == 1 and in_channels == 3:  # a grey encoder on raw,clahe,he input:
+        patch_first_conv(encoder, 3, default_in_channels=1)  # smp's way: kernel copied, scaled 1/3
+        meta = {**meta, "in_channels": 3, "adapted_from_channels": 1}
     if meta["in_channels"] != in_channels:
         raise UserError(f"{weights}: encoder has {meta['in_channels']} input channels but the UNet "
                         f"has {in_channels}; pass --in-channels {meta['in_channels']}")

@@ -40,6 +40,7 @@ from scipy import ndimage
 from tqdm import tqdm
 
 from ptxssl.datasets.dicom import read_dicom
+from ptxssl.datasets.channels import letterbox_planes
 from ptxssl.datasets.images import letterbox, letterbox_shape, to_uint8
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
@@ -63,11 +64,12 @@ def find_dicoms(folder: str | Path) -> list[Path]:
 
 @torch.no_grad()
 def predict_probs(model: torch.nn.Module, images: np.ndarray, meta: dict) -> np.ndarray:
-    """(N, S, S) letterboxed grey [0, 1] -> (N, S, S) float32 pneumothorax probabilities
-    (with meta["tta"], "none" when absent)."""
+    """(N, S, S) letterboxed grey or (N, C, S, S) planes, [0, 1] -> (N, S, S) float32
+    pneumothorax probabilities (with meta["tta"], "none" when absent)."""
     model.eval()
     device = next(model.parameters()).device
-    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None].to(device)
+    x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
+    x = (x[:, None] if x.ndim == 3 else x).to(device)
     x = model_input(x, int(meta["in_channels"]), meta["normalization"])  # (N, C, S, S)
     return probabilities(model, x, meta.get("tta", "none"))[:, 0].float().cpu().numpy()
 
@@ -160,7 +162,8 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         bar.update(len(files[start:start + batch_size]))
         if not batch:
             continue
-        probs = predict_probs(model, np.stack([letterbox(img, size) for _, img, _ in batch]), meta)
+        planes = np.stack([letterbox_planes(img, size, tuple(meta.get("channels", []))) for _, img, _ in batch])
+        probs = predict_probs(model, planes / np.float32(255), meta)  # quantised as the cache was
         masks = binarise(probs, threshold, area, bottom)  # (n, S, S) bool
         if cls is not None:
             cls_size, cls_threshold = int(cls_meta["image_size"]), float(cls_meta["threshold"])

@@ -20,6 +20,7 @@ from pytorch_lightning.callbacks import EarlyStopping, ModelCheckpoint
 from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
+from ptxssl.datasets.cache import cache_channels
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_json
@@ -158,7 +159,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
     splits = run_splits(cfg)
-    train, val, test = (CacheDataset(cfg.data, with_masks=True, rows=splits[s]) for s in SPLITS)
+    multi = cfg.in_channels == 3  # a cache with raw,clahe,he feeds them; otherwise grey is copied
+    train, val, test = (CacheDataset(cfg.data, with_masks=True, rows=splits[s], channels=multi) for s in SPLITS)
     if not len(val) or not len(test):
         raise UserError(f"{cfg.data}: transfer needs val and test images (val {len(val)}, test {len(test)}); "
                         "prepare the cache with a larger --split share for them")
@@ -166,7 +168,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     if size % 32:
         raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
     rows = _labelled_rows(cfg, train)
-    labelled = CacheDataset(cfg.data, with_masks=True, rows=rows)
+    labelled = CacheDataset(cfg.data, with_masks=True, rows=rows, channels=multi)
     if len(labelled) < 2:
         raise UserError(f"only {len(labelled)} labelled training image(s) selected; use a larger "
                         "--label-fraction or --label-count (at least 2)")
@@ -218,7 +220,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     meta = {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch, "normalization": NORMALIZATION,
             "postprocess": tuned["mode"], "threshold": tuned["threshold"],
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
-            "tta": cfg.tta, "encoder": init}
+            "tta": cfg.tta, "encoder": init, "channels": cache_channels(cfg.data) if multi else []}
     save_model(module.unet, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
     write_json(out / "metrics.json", metrics)  # last: `compare` takes a cell with metrics.json as finished
     return metrics

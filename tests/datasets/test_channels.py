@@ -70,3 +70,33 @@ def test_bad_channel_lists_name_the_option(text, raw, tmp_path):
     result = CliRunner().invoke(cli, ["prepare", str(raw), "--dataset", "siim", "--out", str(tmp_path / "x.h5"),
                                       "--channels", text or ","])
     assert result.exit_code == 2 and "--channels" in result.output
+
+
+def test_three_channel_transfer_adapts_a_grey_encoder_and_predict_feeds_the_same_planes(raw, tmp_path):
+    import json
+
+    import segmentation_models_pytorch as smp
+    import torch
+
+    from ptxssl.pretrain.encoder import build_encoder, save_encoder
+    from ptxssl.transfer.predict import predict_dicoms
+    from ptxssl.transfer.run import resolve_config, transfer
+
+    cache = tmp_path / "c.h5"
+    prepare(raw, "siim", cache, size=32, workers=1, progress=False, channels="raw,clahe,he",
+            fractions=(0.5, 0.25, 0.25))
+    torch.manual_seed(0)
+    grey = build_encoder(1)
+    save_encoder(grey, tmp_path / "enc", {"method": "test", "in_channels": 1, "image_size": 32})
+    cfg = resolve_config(None, {"data": str(cache), "out": str(tmp_path / "run"), "encoder": str(tmp_path / "enc"),
+                                "in_channels": 3, "batch_size": 2, "workers": 0, "epochs": 1, "patience": 0,
+                                "freeze_epochs": -1})
+    transfer(cfg, progress=False)
+    meta = json.loads((tmp_path / "run" / "ptxssl.json").read_text())
+    assert meta["in_channels"] == 3 and meta["channels"] == ["clahe", "he"]
+    unet = smp.from_pretrained(str(tmp_path / "run" / "model"))
+    w = unet.encoder.conv1.weight  # smp's adaptation: the grey kernel in each channel, scaled by 1/3
+    for c in range(3):
+        torch.testing.assert_close(w[:, c:c + 1], grey.conv1.weight / 3)
+    out = predict_dicoms(tmp_path / "run", raw, tmp_path / "sub.csv", progress=False)
+    assert out["images"] == 12

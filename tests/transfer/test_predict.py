@@ -45,8 +45,9 @@ def _write_dicoms(folder: Path) -> dict[str, Path]:
 
 
 def _probs(model, images: list[np.ndarray]) -> np.ndarray:
-    """The model's probabilities, computed here without ptxssl's prediction code."""
-    x = torch.from_numpy(np.stack([letterbox(im, SIZE) for im in images]))[:, None]
+    """The model's probabilities, computed here without ptxssl's prediction code: the film
+    letterboxed and quantised to 8 bits, as the training cache stores it."""
+    x = torch.from_numpy(np.stack([np.rint(letterbox(im, SIZE) * 255) / np.float32(255) for im in images]))[:, None]
     x = (x - NORMALIZATION["mean"]) / NORMALIZATION["std"]
     with torch.no_grad():
         return torch.sigmoid(model.eval()(x))[:, 0].numpy()
