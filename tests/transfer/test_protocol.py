@@ -53,7 +53,8 @@ def test_gloria_preset_freezes_the_encoder_uses_fixed_threshold_and_balanced_spl
     encoder = build_encoder(1)
     save_encoder(encoder, tmp_path / "enc", {"method": "test", "in_channels": 1, "image_size": 32})
     cfg = resolve_config(None, {"data": str(siim_cache), "out": str(tmp_path / "run"), "encoder": str(tmp_path / "enc"),
-                                "image_size": 32, "batch_size": 4, "workers": 0, "epochs": 2, "patience": 0},
+                                "image_size": 32, "batch_size": 4, "workers": 0, "epochs": 2, "patience": 0,
+                                "arch": "resnet34"},  # the file's arch; the preset's is resnet50
                          preset["transfer"])
     assert cfg.freeze_epochs == -1 and cfg.balance and cfg.postprocess == "fixed"
     metrics = transfer(cfg, progress=False)
