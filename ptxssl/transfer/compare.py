@@ -108,7 +108,7 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
     cells = [(n, f, s, k) for n in encoders for f in fractions for s, k in repeats]
     for i, (name, fraction, seed, fold) in enumerate(cells, 1):
         which = f"fold {fold}" if base.folds else f"seed {seed}"
-        cell = out / "runs" / name / (f"f{fraction:g}-k{fold}" if base.folds else f"f{fraction:g}-s{seed}")
+        cell = out / "runs" / name / cell_name(fraction, seed, fold if base.folds else -1)
         t0 = time.perf_counter()
         skipped = (cell / "metrics.json").is_file()
         metrics = run_cell(base, cell, encoders[name], fraction, seed, progress, fold)
@@ -156,11 +156,18 @@ def perfect_detector(test_dice: Path, positive: pd.Series) -> float:
     return float(dice.where(positive.reindex(dice.index).to_numpy(), 1.0).mean())
 
 
-def _per_image(runs: Path, name: str, fraction: float) -> pd.Series:
-    """Per-image test Dice of an encoder at a fraction, averaged over its seeds (with folds:
-    each image from the one fold that tested it)."""
-    frames = [pd.read_csv(p, index_col="image_id")["dice"]
-              for p in sorted((runs / name).glob(f"f{fraction:g}-[sk]*/test_dice.csv"))]
+def cell_name(fraction: float, seed: int, fold: int = -1) -> str:
+    """A cell's folder under runs/<encoder>/: f<fraction>-s<seed>, or f<fraction>-k<fold>."""
+    return f"f{fraction:g}-k{fold}" if fold >= 0 else f"f{fraction:g}-s{seed}"
+
+
+def _per_image(runs: Path, results: pd.DataFrame, name: str, fraction: float) -> pd.Series:
+    """Per-image test Dice of an encoder at a fraction, averaged over the grid's seeds (with
+    folds: each image from the one fold that tested it). Only the grid's own cells count, not
+    other seeds an earlier grid left in the same folder."""
+    cells = results[(results["encoder"] == name) & (results["fraction"] == fraction)]
+    frames = [pd.read_csv(runs / name / cell_name(fraction, seed, fold) / "test_dice.csv", index_col="image_id")["dice"]
+              for seed, fold in zip(cells["seed"], cells["fold"])]
     return pd.concat(frames, axis=1).mean(axis=1)
 
 
@@ -188,7 +195,7 @@ def summary_table(results: pd.DataFrame, runs: Path, over: str, positive: pd.Ser
     def delta(per_image: pd.Series, fraction: float) -> str:
         if not ((results["encoder"] == base) & (results["fraction"] == fraction)).any():
             return "—"
-        diff = (per_image - _per_image(runs, base, fraction).reindex(per_image.index)).to_numpy()
+        diff = (per_image - _per_image(runs, results, base, fraction).reindex(per_image.index)).to_numpy()
         lo, hi = paired_bootstrap(diff)
         return f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
@@ -199,7 +206,7 @@ def summary_table(results: pd.DataFrame, runs: Path, over: str, positive: pd.Ser
         lines.append(f"| {ALL_EMPTY} | {fraction:g} | 0 | {empty.mean():.4f} | — | 0 | — | "
                      f"{delta(empty, fraction)} |")
     for (name, fraction), g in results.groupby(["encoder", "fraction"], sort=False):
-        shown = "—" if name == base else delta(_per_image(runs, name, fraction), fraction)
+        shown = "—" if name == base else delta(_per_image(runs, results, name, fraction), fraction)
         lines.append(f"| {name} | {fraction:g} | {int(g['labelled_images'].mean())} | {spread(g, 'siim_dice')} | "
                      f"{spread(g, 'perfect_detector')} | {g['positive_dice'].mean():.4f} | "
                      f"{spread(g, 'image_auroc')} | {shown} |")
