@@ -22,27 +22,20 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 import torch.nn.functional as F
-from pytorch_lightning.callbacks import EarlyStopping
-from pytorch_lightning.utilities import rank_zero_only
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
-from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_json
 from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim
-from ptxssl.pretrain.engine import clear_run_dir, fit, prepare_run_dir
-from ptxssl.pretrain.data import train_loader
-from ptxssl.transfer.averaging import top_k_paths
+from ptxssl.pretrain.engine import clear_run_dir, prepare_run_dir
 from ptxssl.transfer.losses import DEFAULT_LOSS
 from ptxssl.transfer.metrics import image_auroc, image_detection
 from ptxssl.transfer.model import TTA_MODES, build_unet, probabilities
 from ptxssl.transfer.module import SegmentationModule
-from ptxssl.transfer.protocol import SPLITS, run_splits
-from ptxssl.transfer.run import BEST, _best_callback, _check_options, _labelled_rows, _load_best, _write_csv
-from ptxssl.transfer.sampling import ScheduleSampler
+from ptxssl.transfer.run import _write_csv, fit_best, load_run_data, record_subset
 
 TASKS = ("segment", "classify")
 WEIGHTS, META = "classifier.safetensors", "classifier.json"
@@ -136,60 +129,28 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
     test; return metrics (see the module docstring for the run folder)."""
     if cfg.task not in TASKS:
         raise UserError(f"--task must be {' or '.join(TASKS)} (got {cfg.task!r})")
-    if not cfg.data or not Path(cfg.data).is_file():
-        raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with "
-                        "`ptxssl prepare --dataset siim`)")
-    if not cfg.out:
-        raise UserError("--out is required: the run folder to write")
     if cfg.loss != DEFAULT_LOSS or cfg.postprocess != "tuned":
         raise UserError("--loss and --postprocess are for --task segment; --task classify trains with BCE "
                         "and tunes its threshold for F1 on val")
-    _check_options(cfg)
+    data = load_run_data(cfg, masks=False)
+    positive = data.val.labels[data.val.rows, 0] == 1
+    if positive.all() or not positive.any():
+        raise UserError(f"{cfg.data}: --task classify needs positive and negative val images "
+                        f"(val {int(positive.sum())} positive of {len(data.val)})")
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
-    splits = run_splits(cfg)
-    train, val, test = (CacheDataset(cfg.data, rows=splits[s]) for s in SPLITS)
-    if train.labels is None:
-        raise UserError(f"{cfg.data}: no image labels; --task classify needs a SIIM cache (prepare --dataset siim)")
-    positive = val.labels[val.rows, 0] == 1
-    if positive.all() or not positive.any() or not len(test):
-        raise UserError(f"{cfg.data}: --task classify needs positive and negative val images and some test "
-                        f"images (val {int(positive.sum())} positive of {len(val)}, test {len(test)})")
-    size = cfg.image_size or train.size
-    if size % 32:
-        raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
-    labelled = CacheDataset(cfg.data, rows=_labelled_rows(cfg, train))
-    if len(labelled) < 2:
-        raise UserError(f"only {len(labelled)} labelled training image(s) selected; use a larger "
-                        "--label-fraction or --label-count (at least 2)")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     unet, init = build_unet(cfg.encoder, cfg.in_channels, cfg.arch or None)  # the one verified init path
     cfg = replace(cfg, arch=init["arch"])
-    module = ClassifyModule(ImageClassifier(unet.encoder), cfg, size, out)
+    module = ClassifyModule(ImageClassifier(unet.encoder), cfg, data.size, out)
     if overwrite and ckpt is None:
         clear_run_dir(out, ("metrics.json", "test_scores.csv", WEIGHTS, META, "checkpoints"))
-    label_positive = labelled.labels[labelled.rows, 0] == 1
-    if rank_zero_only.rank == 0:
-        _write_csv(out / "labelled.csv", ["image_id", "pneumothorax"], [labelled.ids, label_positive.astype(int)])
-        if cfg.resplit or cfg.folds:
-            _write_csv(out / "split.csv", ["image_id", "split"],
-                       [np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in splits.values()]),
-                        np.repeat(SPLITS, [len(r) for r in splits.values()])])
-    sampler = ScheduleSampler(label_positive, cfg.sampler, cfg.seed, cfg.epochs, cfg.resample_every,
-                              cfg.pos_rate_start, cfg.pos_rate_end)
-    loader = train_loader(labelled, cfg.batch_size, cfg.workers, cfg.seed,
-                          drop_last=len(sampler) >= cfg.batch_size, sampler=sampler)
-    val_loader, test_loader = (DataLoader(d, batch_size=cfg.batch_size, num_workers=cfg.workers) for d in (val, test))
-    best_callback = _best_callback(cfg, out)
-    callbacks: list[pl.Callback] = [best_callback]
-    if cfg.patience:
-        callbacks.append(EarlyStopping(monitor="val_score", mode="max", patience=cfg.patience))
-    trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress, val_loader=val_loader)
+    record_subset(cfg, data, out)
+    trainer, epochs, val_loader = fit_best(module, data, cfg, out, ckpt, progress)
     if trainer.global_rank != 0:
         return {}
-    paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
-    epochs = _load_best(module, paths)
-    module.eval()
+    test, size, label_positive, labelled = data.test, data.size, data.labelled_positive, data.labelled
+    test_loader = DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers)
     tuned = tune_threshold(*predict_scores(module, val_loader, cfg.tta))
     test_probs, test_labels = predict_scores(module, test_loader, cfg.tta)
     metrics = {"task": "classify", "test": score(test_probs, test_labels, tuned["threshold"]), "val_tuned": tuned,

@@ -41,7 +41,7 @@ from tqdm import tqdm
 
 from ptxssl.datasets.dicom import read_dicom
 from ptxssl.datasets.channels import letterbox_planes
-from ptxssl.datasets.images import letterbox, letterbox_shape, to_uint8
+from ptxssl.datasets.images import letterbox_shape, to_uint8
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
@@ -167,7 +167,8 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         masks = binarise(probs, threshold, area, bottom)  # (n, S, S) bool
         if cls is not None:
             cls_size, cls_threshold = int(cls_meta["image_size"]), float(cls_meta["threshold"])
-            cls_probs = predict_probs(cls, np.stack([letterbox(img, cls_size) for _, img, _ in batch]), cls_meta)
+            cls_planes = np.stack([letterbox_planes(img, cls_size) for _, img, _ in batch])
+            cls_probs = predict_probs(cls, cls_planes / np.float32(255), cls_meta)
             masks = gate(masks, cls_probs, cls_threshold)  # (n, S, S)
             gated += int((cls_probs < cls_threshold).sum())
         for (path, image, info), mask in zip(batch, masks):

@@ -141,6 +141,86 @@ def _write_csv(path: Path, header: list[str], columns: list) -> None:
         w.writerows(zip(*columns))
 
 
+@dataclass
+class RunData:
+    """A run's images: the three splits, the labelled training subset, the training size."""
+
+    splits: dict[str, np.ndarray]
+    train: CacheDataset
+    val: CacheDataset
+    test: CacheDataset
+    labelled: CacheDataset
+    size: int
+
+    @property
+    def labelled_positive(self) -> np.ndarray:
+        return self.labelled.labels[self.labelled.rows, 0] == 1
+
+
+def load_run_data(cfg: TransferConfig, masks: bool) -> RunData:
+    """Check the cache and options, split it, and take the labelled subset (both tasks)."""
+    if not cfg.data or not Path(cfg.data).is_file():
+        raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with "
+                        "`ptxssl prepare --dataset siim`)")
+    if not cfg.out:
+        raise UserError("--out is required: the run folder to write")
+    _check_options(cfg)
+    splits = run_splits(cfg)
+    multi = cfg.in_channels == 3  # a cache with raw,clahe,he feeds them; otherwise grey is copied
+    train, val, test = (CacheDataset(cfg.data, with_masks=masks, rows=splits[s], channels=multi) for s in SPLITS)
+    if not len(val) or not len(test):
+        raise UserError(f"{cfg.data}: transfer needs val and test images (val {len(val)}, test {len(test)}); "
+                        "prepare the cache with a larger --split share for them")
+    if train.labels is None:
+        raise UserError(f"{cfg.data}: no image labels; transfer needs a SIIM cache (prepare --dataset siim)")
+    size = cfg.image_size or train.size
+    if size % 32:
+        raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
+    labelled = CacheDataset(cfg.data, with_masks=masks, rows=_labelled_rows(cfg, train), channels=multi)
+    if len(labelled) < 2:
+        raise UserError(f"only {len(labelled)} labelled training image(s) selected; use a larger "
+                        "--label-fraction or --label-count (at least 2)")
+    return RunData(splits, train, val, test, labelled, size)
+
+
+def record_subset(cfg: TransferConfig, data: RunData, out: Path) -> None:
+    """labelled.csv (the training subset) and, for a fresh split or folds, split.csv: part of the result."""
+    if rank_zero_only.rank != 0:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    _write_csv(out / "labelled.csv", ["image_id", "pneumothorax"],
+               [data.labelled.ids, data.labelled_positive.astype(int)])
+    if cfg.resplit or cfg.folds:
+        _write_csv(out / "split.csv", ["image_id", "split"],
+                   [np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in data.splits.values()]),
+                    np.repeat(SPLITS, [len(r) for r in data.splits.values()])])
+
+
+def fit_best(module: pl.LightningModule, data: RunData, cfg: TransferConfig, out: Path, ckpt: Path | None,
+             progress: bool) -> tuple[pl.Trainer, list[int], DataLoader]:
+    """Train with the sampler, early stopping and best-checkpoint tracking on val_score, then
+    load the best (or the mean of the K best) weights in eval mode. Returns the trainer, the
+    epochs the weights came from (best first) and the val loader."""
+    # full batches only (BatchNorm cannot train on a last batch of one), unless the labelled
+    # set is smaller than a batch: then each step sees all of it
+    sampler = ScheduleSampler(data.labelled_positive, cfg.sampler, cfg.seed, cfg.epochs,
+                              cfg.resample_every, cfg.pos_rate_start, cfg.pos_rate_end)
+    loader = train_loader(data.labelled, cfg.batch_size, cfg.workers, cfg.seed,
+                          drop_last=len(sampler) >= cfg.batch_size, sampler=sampler)
+    val_loader = DataLoader(data.val, batch_size=cfg.batch_size, num_workers=cfg.workers)
+    best_callback = _best_callback(cfg, out)
+    callbacks: list[pl.Callback] = [best_callback]
+    if cfg.patience:
+        callbacks.append(EarlyStopping(monitor="val_score", mode="max", patience=cfg.patience))
+    trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress, val_loader=val_loader)
+    epochs: list[int] = []
+    if trainer.global_rank == 0:
+        paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
+        epochs = _load_best(module, paths)
+        module.eval()
+    return trainer, epochs, val_loader
+
+
 def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train, pick the best epoch, tune post-processing on val, score test; return metrics.
 
@@ -150,59 +230,20 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     if cfg.task != "segment":  # classify, or a one-line error naming --task
         from ptxssl.transfer.classify import classify  # here, not at the top: classify.py imports this module
         return classify(cfg, resume, overwrite, progress)
-    if not cfg.data or not Path(cfg.data).is_file():
-        raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with "
-                        "`ptxssl prepare --dataset siim`)")
-    if not cfg.out:
-        raise UserError("--out is required: the run folder to write")
-    _check_options(cfg)
+    data = load_run_data(cfg, masks=True)
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
-    splits = run_splits(cfg)
-    multi = cfg.in_channels == 3  # a cache with raw,clahe,he feeds them; otherwise grey is copied
-    train, val, test = (CacheDataset(cfg.data, with_masks=True, rows=splits[s], channels=multi) for s in SPLITS)
-    if not len(val) or not len(test):
-        raise UserError(f"{cfg.data}: transfer needs val and test images (val {len(val)}, test {len(test)}); "
-                        "prepare the cache with a larger --split share for them")
-    size = cfg.image_size or train.size
-    if size % 32:
-        raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
-    rows = _labelled_rows(cfg, train)
-    labelled = CacheDataset(cfg.data, with_masks=True, rows=rows, channels=multi)
-    if len(labelled) < 2:
-        raise UserError(f"only {len(labelled)} labelled training image(s) selected; use a larger "
-                        "--label-fraction or --label-count (at least 2)")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     unet, init = build_unet(cfg.encoder, cfg.in_channels, cfg.arch or None)
     cfg = replace(cfg, arch=init["arch"])  # the resolved arch goes into config.yaml: a rerun builds the same UNet
-    module = SegmentationModule(unet, cfg, size, out)
+    module = SegmentationModule(unet, cfg, data.size, out)
     if overwrite and ckpt is None:
         clear_run_dir(out, ("metrics.json", "test_dice.csv", META_FILE, MODEL_DIR, "checkpoints"))  # all top-k
-    if rank_zero_only.rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
-        positive = (labelled.labels[labelled.rows, 0] == 1).astype(int)
-        _write_csv(out / "labelled.csv", ["image_id", "pneumothorax"], [labelled.ids, positive])
-        if cfg.resplit or cfg.folds:  # the split is part of the result: keep it with the run
-            _write_csv(out / "split.csv", ["image_id", "split"],
-                       [np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in splits.values()]),
-                        np.repeat(SPLITS, [len(r) for r in splits.values()])])
-    # full batches only (BatchNorm cannot train on a last batch of one), unless the labelled
-    # set is smaller than a batch: then each step sees all of it
-    sampler = ScheduleSampler(labelled.labels[labelled.rows, 0] == 1, cfg.sampler, cfg.seed, cfg.epochs,
-                              cfg.resample_every, cfg.pos_rate_start, cfg.pos_rate_end)
-    loader = train_loader(labelled, cfg.batch_size, cfg.workers, cfg.seed,
-                          drop_last=len(sampler) >= cfg.batch_size, sampler=sampler)
-    val_loader = DataLoader(val, batch_size=cfg.batch_size, num_workers=cfg.workers)
-    best_callback = _best_callback(cfg, out)
-    callbacks: list[pl.Callback] = [best_callback]
-    if cfg.patience:
-        callbacks.append(EarlyStopping(monitor="val_score", mode="max", patience=cfg.patience))
-    trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress, val_loader=val_loader)
+    record_subset(cfg, data, out)
+    trainer, epochs, val_loader = fit_best(module, data, cfg, out, ckpt, progress)
     if trainer.global_rank != 0:
         return {}
-    paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
-    epochs = _load_best(module, paths)
-    module.eval()
+    labelled, test, size = data.labelled, data.test, data.size
     val_probs, val_masks = predict_loader(module, val_loader, progress, cfg.tta)
     tuned = tune_on_val(cfg.postprocess, val_probs, val_masks, cfg.threshold)
     rule = (tuned["threshold"], tuned["min_area_fraction"], tuned.get("bottom"))  # bottom: triplet only
@@ -211,7 +252,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     scores = evaluate(test_probs, test_masks, *rule)
     dice = dice_per_image(binarise(test_probs, *rule), test_masks)
     metrics = {"test": scores, "val_tuned": tuned, "encoder": init, "labelled_images": len(labelled),
-               "labelled_positive": int((labelled.labels[labelled.rows, 0] == 1).sum()),
+               "labelled_positive": int(data.labelled_positive.sum()),
                "best_epoch": epochs[0] if epochs else None, "weights_from_epochs": epochs,
                "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
                "image_size": size, "test_images": len(test), "seed": cfg.seed,
@@ -220,7 +261,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     meta = {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch, "normalization": NORMALIZATION,
             "postprocess": tuned["mode"], "threshold": tuned["threshold"],
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
-            "tta": cfg.tta, "encoder": init, "channels": cache_channels(cfg.data) if multi else []}
+            "tta": cfg.tta, "encoder": init, "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []}
     save_model(module.unet, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
     write_json(out / "metrics.json", metrics)  # last: `compare` takes a cell with metrics.json as finished
     return metrics

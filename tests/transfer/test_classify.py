@@ -131,7 +131,8 @@ def test_predict_cascade_empties_exactly_the_images_called_negative(tmp_path):
     seg = _save(build_unet("random")[0].eval(), tmp_path / "seg", threshold=0.0)  # every mask is the whole image
     torch.manual_seed(3)
     model = ImageClassifier(build_encoder(1))
-    probs = dict(zip(images, _classifier_probs(model, np.stack([letterbox(im, SIZE) for im in images.values()]))))
+    probs = dict(zip(images, _classifier_probs(model, np.stack([np.rint(letterbox(im, SIZE) * 255) / np.float32(255)
+                                                                     for im in images.values()]))))
     low, mid = sorted(probs.values())[:2]
     cls = _save_classifier(model, tmp_path / "cls", threshold=float((low + mid) / 2))  # gates the lowest image
     plain = predict_dicoms(seg, tmp_path / "dicoms", tmp_path / "plain.csv", progress=False)

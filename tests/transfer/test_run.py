@@ -111,7 +111,7 @@ def test_transfer_cli_prints_config_and_scores(siim_cache, tmp_path):
 
 def _hflip_probs(model, images: list[np.ndarray], size: int) -> np.ndarray:
     """Flip-TTA probabilities computed here, without ptxssl's prediction code."""
-    x = torch.from_numpy(np.stack([letterbox(im, size) for im in images]))[:, None]
+    x = torch.from_numpy(np.stack([np.rint(letterbox(im, size) * 255) / np.float32(255) for im in images]))[:, None]
     x = (x - NORMALIZATION["mean"]) / NORMALIZATION["std"]
     with torch.no_grad():
         model.eval()
