@@ -15,6 +15,9 @@ run resumes from the rows already flushed to the partial file.
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import csv
 import json
 import os
@@ -232,9 +235,23 @@ def prepare(src: str | Path, dataset: str, out: str | Path, size: int = 256, wor
     return {"images": len(index.records) - n_rejected, "rejected": n_rejected, "notes": index.notes}
 
 
+@contextmanager
+def read_cache(path: str | Path) -> Iterator[h5py.File]:
+    """Open a cache for reading; an unreadable, truncated or foreign file is a UserError naming it."""
+    try:
+        h5 = h5py.File(path, "r")
+    except OSError as e:
+        raise UserError(f"{path}: not a readable ptxssl cache ({e}); rebuild it with `ptxssl prepare`") from None
+    with h5:
+        try:
+            yield h5
+        except KeyError as e:
+            raise UserError(f"{path}: not a ptxssl cache (no {e} in it); rebuild it with `ptxssl prepare`") from None
+
+
 def cache_channels(path: str | Path) -> list[str]:
     """The extra channels a cache stores beside the raw image ([] for a raw-only cache)."""
-    with h5py.File(path, "r") as h5:
+    with read_cache(path) as h5:
         return list(h5["channels"].attrs["names"]) if "channels" in h5 else []
 
 

@@ -18,11 +18,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import h5py
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from ptxssl.datasets.cache import read_cache
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.pretrain.engine import CHECKPOINT
@@ -143,7 +143,7 @@ def baseline_of(names: list[str]) -> str:
 def positives_in_test(cfg: TransferConfig) -> pd.Series:
     """image_id -> True where the test image's cached mask is non-empty (what Dice is scored on)."""
     rows = run_splits(cfg)["test"]
-    with h5py.File(cfg.data, "r") as h5:
+    with read_cache(cfg.data) as h5:
         positive = h5["masks"][rows].reshape(len(rows), -1).any(axis=1)
         return pd.Series(positive, index=h5["ids"].asstr()[rows], name="positive")
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import h5py
 import numpy as np
 import yaml
 
+from ptxssl.datasets.cache import read_cache
 from ptxssl.errors import UserError
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
@@ -57,7 +57,7 @@ def split_rows(cache: str | Path, resplit: str = "", seed: int = 0) -> dict[str,
     """Cache rows of train / val / test: the cache's own (patient-level) split, or with
     `resplit` ("0.7,0.15,0.15") a seeded split of the images themselves, as protocols that
     split unique images do."""
-    with h5py.File(cache, "r") as h5:
+    with read_cache(cache) as h5:
         split = h5["split"].asstr()[:]
     if not resplit:
         return {s: np.flatnonzero(split == s) for s in SPLITS}
@@ -91,7 +91,7 @@ def fold_rows(cache: str | Path, folds: int, fold: int, seed: int = 0) -> dict[s
     if folds < 3 or not 0 <= fold < folds:
         raise UserError(f"--folds must be >= 3 and --fold in 0..folds-1 (got folds {folds}, fold {fold}): "
                         "one fold tests, one validates, the rest train")
-    with h5py.File(cache, "r") as h5:
+    with read_cache(cache) as h5:
         patients = h5["patient_ids"].asstr()[:]
         positive = h5["masks"][:].reshape(len(patients), -1).any(axis=1)
     ids, index = np.unique(patients, return_inverse=True)
