@@ -14,7 +14,6 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from ptxssl.datasets.torch_data import CacheDataset
@@ -23,6 +22,7 @@ from ptxssl.pretrain.config import load_yaml
 from ptxssl.transfer.classify import load_classifier, score
 from ptxssl.transfer.metrics import binarise, dice_per_image, image_auroc, image_detection
 from ptxssl.transfer.model import load_model
+from ptxssl.transfer.module import resize_batch
 from ptxssl.transfer.predict import postprocess_params, predict_probs
 from ptxssl.transfer.protocol import SPLITS, run_splits
 
@@ -34,15 +34,6 @@ def gate(masks: np.ndarray, probs: np.ndarray, threshold: float) -> np.ndarray:
     """
     keep = np.asarray(probs, np.float64) >= threshold  # (N,)
     return (np.asarray(masks) != 0) & keep[:, None, None]
-
-
-def _resize(x: torch.Tensor, size: int, mode: str = "bilinear") -> torch.Tensor:
-    """Cache images (N, 1, S, S) -> a run's size, as the runs' own evaluation resizes them."""
-    if x.shape[-1] == size:
-        return x
-    if mode == "nearest":
-        return F.interpolate(x, size=(size, size), mode="nearest")
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
 
 
 def run_rows(run_dir: str | Path, cache: str | Path, split: str) -> np.ndarray:
@@ -97,10 +88,10 @@ def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, 
     parts: dict[str, list[np.ndarray]] = {k: [] for k in ("dice", "gated_dice", "called", "max", "prob", "label")}
     for batch in DataLoader(data, batch_size=batch_size):
         x = batch["image"]  # (n, 1, S, S) in [0, 1]
-        probs = predict_probs(unet, _resize(x, seg_size)[:, 0].numpy(), seg_meta)  # (n, s, s)
-        truth = _resize(batch["mask"], seg_size, "nearest")[:, 0].numpy() > 0.5
+        probs = predict_probs(unet, resize_batch(x, seg_size)[:, 0].numpy(), seg_meta)  # (n, s, s)
+        truth = resize_batch(batch["mask"], seg_size, nearest=True)[:, 0].numpy() > 0.5
         pred = binarise(probs, *rule)
-        cls_probs = predict_probs(classifier, _resize(x, cls_size)[:, 0].numpy(), cls_meta)  # (n,)
+        cls_probs = predict_probs(classifier, resize_batch(x, cls_size)[:, 0].numpy(), cls_meta)  # (n,)
         for key, value in (("dice", dice_per_image(pred, truth)), ("called", pred.any(axis=(1, 2))),
                            ("gated_dice", dice_per_image(gate(pred, cls_probs, threshold), truth)),
                            ("max", probs.max(axis=(1, 2))), ("prob", cls_probs),

@@ -35,6 +35,15 @@ def dice_at(probs: torch.Tensor, masks: torch.Tensor, threshold: float = VAL_THR
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
 
 
+def resize_batch(x: torch.Tensor, size: int, nearest: bool = False) -> torch.Tensor:
+    """(N, C, S, S) cache images (antialiased bilinear) or masks (nearest) -> a run's size."""
+    if x.shape[-1] == size:
+        return x
+    if nearest:
+        return F.interpolate(x, size=(size, size), mode="nearest")
+    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
 class SegmentationModule(EngineModule):
     """A UNet trained on (image, mask) batches of a SIIM cache.
 
@@ -50,11 +59,7 @@ class SegmentationModule(EngineModule):
         self.augment = segmentation_augment(cfg.hflip) if cfg.augment else None
 
     def adapt(self, x: torch.Tensor, mask: torch.Tensor | None = None):
-        if x.shape[-1] != self.image_size:
-            x = F.interpolate(x, size=(self.image_size,) * 2, mode="bilinear", antialias=True, align_corners=False)
-            if mask is not None:
-                mask = F.interpolate(mask, size=(self.image_size,) * 2, mode="nearest")
-        return x, mask
+        return resize_batch(x, self.image_size), None if mask is None else resize_batch(mask, self.image_size, True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, S) in [0, 1] -> (N, 1, S, S) logits."""
