@@ -6,11 +6,12 @@ into place (`os.replace`, atomic on POSIX) only once it is complete.
 from __future__ import annotations
 
 import contextlib
+import csv
 import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,14 @@ def write_text(path: str | Path, text: str) -> None:
 def write_json(path: str | Path, obj: Any) -> None:
     """Write pretty JSON atomically (keys in insertion order, trailing newline)."""
     write_text(path, json.dumps(obj, indent=2, default=str) + "\n")
+
+
+def write_csv(path: str | Path, header: list[str], rows: Iterable) -> None:
+    """Write a CSV (header, then rows) atomically."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
 
 
 def sha1_text(*parts: str) -> str:

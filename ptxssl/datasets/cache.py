@@ -18,7 +18,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import csv
 import json
 import os
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from ptxssl.datasets.rle import merge_siim
 from ptxssl.datasets.sources import get_index
 from ptxssl.datasets.splits import assign_splits
 from ptxssl.errors import UserError
-from ptxssl.files import atomic_path, sha1_text
+from ptxssl.files import sha1_text, write_csv
 from ptxssl.parallel import parallel_map
 
 ON_ERROR = ("stop", "skip")
@@ -175,8 +174,7 @@ def _finalise(h5: h5py.File, path: Path, out: Path, index: Index, seed: int,
                           fractions=fractions, seed=seed)
     rejected = [(ids[i], str(index.records[i].path), reasons[i]) for i in np.flatnonzero(status == _REJECTED)]
     if rejected:
-        with atomic_path(Path(f"{out}.rejects.csv")) as tmp, open(tmp, "w", newline="") as f:
-            csv.writer(f).writerows([("image_id", "path", "reason"), *rejected])
+        write_csv(f"{out}.rejects.csv", ["image_id", "path", "reason"], rejected)
     if not keep.any():
         raise UserError(f"no readable image in {index.root}; see {out}.rejects.csv")
     del h5["status"], h5["reasons"]

@@ -12,7 +12,6 @@ is identical for a seed whatever the number of worker processes.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ptxssl.datasets.labels import CHEXPERT_OBSERVATIONS, NIH_FINDINGS, QC_ANOMA
 from ptxssl.datasets.phantom import Patient, render, sample_findings, sample_patient
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
-from ptxssl.files import atomic_path
+from ptxssl.files import atomic_path, write_csv
 from ptxssl.parallel import parallel_map
 
 FORMATS = ("siim", "chestxray14", "chexpert", "candid")
@@ -196,25 +195,18 @@ def _plan(fmt: str, count: int, size: int, seed: int, positive_fraction: float,
             for i, (p, s, view) in enumerate(slots)]
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def _write_tables(fmt: str, out: Path, jobs: list[Job], results: list[dict]) -> None:
     """The label files of each format, with the real headers."""
     if fmt in ("siim", "candid"):
         rows = [[r["id"], rle] for r in results for rle in r["rles"]]
         name, header = (("train-rle.csv", ["ImageId", " EncodedPixels"]) if fmt == "siim" else
                         ("Pneumothorax_reports.csv", ["SOPInstanceUID", "EncodedPixels"]))
-        _write_csv(out / name, header, rows)
+        write_csv(out / name, header, rows)
     elif fmt == "chestxray14":
         header = ["Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age",
                   "Patient Gender", "View Position", "OriginalImage[Width", "Height]",
                   "OriginalImagePixelSpacing[x", "y]"]
-        _write_csv(out / "Data_Entry_2017.csv", header, [r["row"] for r in results])
+        write_csv(out / "Data_Entry_2017.csv", header, [r["row"] for r in results])
         test_patients = {j.patient for j in jobs if j.patient % 5 == 4}
         for name, keep in (("test_list.txt", True), ("train_val_list.txt", False)):
             names = [r["row"][0] for j, r in zip(jobs, results) if (j.patient in test_patients) == keep]
@@ -223,9 +215,9 @@ def _write_tables(fmt: str, out: Path, jobs: list[Job], results: list[dict]) -> 
     else:
         header = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *CHEXPERT_OBSERVATIONS]
         for split in ("train", "valid"):
-            _write_csv(out / f"{split}.csv", header, [r["row"] for r in results if r["split"] == split])
+            write_csv(out / f"{split}.csv", header, [r["row"] for r in results if r["split"] == split])
     anomalies = [[r["id"], j.anomaly] for j, r in zip(jobs, results) if j.anomaly]
-    _write_csv(out / "qc_anomalies.csv", ["image_id", "anomaly"], anomalies)
+    write_csv(out / "qc_anomalies.csv", ["image_id", "anomaly"], anomalies)
 
 
 def _run(job: Job) -> dict:

@@ -28,14 +28,14 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from ptxssl.errors import UserError
-from ptxssl.files import atomic_path, write_json
+from ptxssl.files import atomic_path, write_csv, write_json
 from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim
 from ptxssl.pretrain.engine import clear_run_dir, prepare_run_dir
 from ptxssl.transfer.losses import DEFAULT_LOSS
 from ptxssl.transfer.metrics import image_auroc, image_detection
 from ptxssl.transfer.model import TTA_MODES, build_unet, probabilities
 from ptxssl.transfer.module import SegmentationModule
-from ptxssl.transfer.run import _write_csv, fit_best, load_run_data, record_subset
+from ptxssl.transfer.run import fit_best, load_run_data, record_subset
 
 TASKS = ("segment", "classify")
 WEIGHTS, META = "classifier.safetensors", "classifier.json"
@@ -158,8 +158,8 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
                "best_epoch": epochs[0] if epochs else None, "weights_from_epochs": epochs,
                "epochs_run": trainer.current_epoch, "steps": trainer.global_step, "image_size": size,
                "test_images": len(test), "seed": cfg.seed, "seconds": round(trainer.fit_seconds, 1)}
-    _write_csv(out / "test_scores.csv", ["image_id", "probability", "label"],
-               [test.ids, test_probs.astype(float), test_labels.astype(int)])  # float32 values, exactly
+    write_csv(out / "test_scores.csv", ["image_id", "probability", "label"],
+              zip(test.ids, test_probs.astype(float), test_labels.astype(int)))  # float32 values, exactly
     save_classifier(module.unet, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
                                        "threshold": tuned["threshold"], "tta": cfg.tta, "encoder": init})
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run

@@ -10,7 +10,6 @@ augmentation (`--tta`) that `predict` will use.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -23,7 +22,7 @@ from torch.utils.data import DataLoader
 from ptxssl.datasets.cache import cache_channels
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
-from ptxssl.files import atomic_path, write_json
+from ptxssl.files import write_csv, write_json
 from ptxssl.pretrain.config import TrainConfig, opt, resolve
 from ptxssl.pretrain.data import train_loader
 from ptxssl.pretrain.encoder import NORMALIZATION
@@ -134,13 +133,6 @@ def _load_best(module: SegmentationModule, paths: list[Path]) -> list[int]:
     return epochs
 
 
-def _write_csv(path: Path, header: list[str], columns: list) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(zip(*columns))
-
-
 @dataclass
 class RunData:
     """A run's images: the three splits, the labelled training subset, the training size."""
@@ -188,12 +180,12 @@ def record_subset(cfg: TransferConfig, data: RunData, out: Path) -> None:
     if rank_zero_only.rank != 0:
         return
     out.mkdir(parents=True, exist_ok=True)
-    _write_csv(out / "labelled.csv", ["image_id", "pneumothorax"],
-               [data.labelled.ids, data.labelled_positive.astype(int)])
+    write_csv(out / "labelled.csv", ["image_id", "pneumothorax"],
+              zip(data.labelled.ids, data.labelled_positive.astype(int)))
     if cfg.resplit or cfg.folds:
-        _write_csv(out / "split.csv", ["image_id", "split"],
-                   [np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in data.splits.values()]),
-                    np.repeat(SPLITS, [len(r) for r in data.splits.values()])])
+        write_csv(out / "split.csv", ["image_id", "split"],
+                  zip(np.concatenate([CacheDataset(cfg.data, rows=r).ids for r in data.splits.values()]),
+                      np.repeat(SPLITS, [len(r) for r in data.splits.values()])))
 
 
 def fit_best(module: pl.LightningModule, data: RunData, cfg: TransferConfig, out: Path, ckpt: Path | None,
@@ -257,7 +249,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
                "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
                "image_size": size, "test_images": len(test), "seed": cfg.seed,
                "seconds": round(trainer.fit_seconds, 1)}
-    _write_csv(out / "test_dice.csv", ["image_id", "dice"], [test.ids, np.round(dice, 6)])  # per image, for paired comparisons
+    write_csv(out / "test_dice.csv", ["image_id", "dice"], zip(test.ids, np.round(dice, 6)))  # per image, for paired comparisons
     meta = {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch, "normalization": NORMALIZATION,
             "postprocess": tuned["mode"], "threshold": tuned["threshold"],
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),

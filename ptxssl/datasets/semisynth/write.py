@@ -10,7 +10,6 @@ file is written last, so a killed run never leaves a CSV naming missing images.
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ptxssl.datasets.semisynth.lungs import lung_fields
 from ptxssl.datasets.semisynth.render import Style, render_pneumothorax
 from ptxssl.datasets.semisynth.shapes import inside_share, load_shapes, procedural_shape, real_shape
 from ptxssl.errors import UserError
-from ptxssl.files import atomic_path
+from ptxssl.files import write_csv
 from ptxssl.parallel import parallel_map
 
 MAX_TRIES = 30  # mask shapes drawn per positive before the background is given up
@@ -123,13 +122,6 @@ def list_backgrounds(root: Path) -> list[Path]:
     return [root / p for p in found]
 
 
-def _write_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f)
-        w.writerow(header)
-        w.writerows(rows)
-
-
 def synthesize_on_backgrounds(out: str | Path, backgrounds: str | Path, masks: str | Path | None = None,
                               size: int = 256, positive_fraction: float = 0.3, paired: bool = False,
                               count: int | None = None, seed: int = 0, style: Style = Style(),
@@ -163,10 +155,10 @@ def synthesize_on_backgrounds(out: str | Path, backgrounds: str | Path, masks: s
         bar.update()
     bar.close()
     siim.mkdir(parents=True, exist_ok=True)
-    _write_csv(siim / "skipped.csv", ["background", "reason"], skipped)
-    _write_csv(siim / "backgrounds.csv", ["ImageId", "background", "kind", "mask_shape"],
+    write_csv(siim / "skipped.csv", ["background", "reason"], skipped)
+    write_csv(siim / "backgrounds.csv", ["ImageId", "background", "kind", "mask_shape"],
                [[r[0], *r[2:]] for r in rows])
-    _write_csv(siim / "qc_anomalies.csv", ["image_id", "anomaly"], [])
-    _write_csv(siim / "train-rle.csv", ["ImageId", " EncodedPixels"], [r[:2] for r in rows])
+    write_csv(siim / "qc_anomalies.csv", ["image_id", "anomaly"], [])
+    write_csv(siim / "train-rle.csv", ["ImageId", " EncodedPixels"], [r[:2] for r in rows])
     return {"images": len(rows), "positives": sum(r[3] == "positive" for r in rows),
             "backgrounds": len(jobs), "skipped": len(skipped)}
