@@ -10,21 +10,16 @@ split of a cache, with one image-level truth (the cache's labels[:, 0]) for all 
 from __future__ import annotations
 
 from pathlib import Path
-from types import SimpleNamespace
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import load_yaml
 from ptxssl.transfer.classify import load_classifier, score
 from ptxssl.transfer.metrics import binarise, dice_per_image, image_auroc, image_detection
 from ptxssl.transfer.model import load_model
-from ptxssl.transfer.module import resize_batch
-from ptxssl.transfer.predict import postprocess_params, predict_probs
-from ptxssl.transfer.protocol import SPLITS, run_splits
+from ptxssl.transfer.predict import cache_masks, postprocess_params, predict_cache
+from ptxssl.transfer.protocol import run_rows
 
 
 def gate(masks: np.ndarray, probs: np.ndarray, threshold: float) -> np.ndarray:
@@ -36,24 +31,11 @@ def gate(masks: np.ndarray, probs: np.ndarray, threshold: float) -> np.ndarray:
     return (np.asarray(masks) != 0) & keep[:, None, None]
 
 
-def run_rows(run_dir: str | Path, cache: str | Path, split: str) -> np.ndarray:
-    """Cache rows of `split` as the run saw them: its config.yaml's --resplit / --folds, else
-    (or without a config.yaml) the cache's own split."""
-    if split not in SPLITS:
-        raise UserError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
-    path = Path(run_dir) / "config.yaml"
-    saved = load_yaml(path) if path.is_file() else {}
-    cfg = SimpleNamespace(data=str(cache), resplit=saved.get("resplit", ""), folds=saved.get("folds", 0),
-                          fold=saved.get("fold", 0), split_seed=saved.get("split_seed", 0))
-    return run_splits(cfg)[split]
-
-
 def _image_level(image_score: np.ndarray, called: np.ndarray, label: np.ndarray) -> dict:
     return {"image_auroc": image_auroc(image_score[:, None, None], label[:, None, None]),
             **image_detection(called[:, None, None], label[:, None, None])}
 
 
-@torch.no_grad()
 def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, split: str = "test",
                    batch_size: int = 16) -> dict:
     """Segmentation-only vs classifier-only vs cascade on `split` of `cache`.
@@ -80,24 +62,16 @@ def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, 
     if not np.array_equal(rows, run_rows(cls_run, cache, split)):
         raise UserError(f"{seg_run} and {cls_run} split {cache} differently (--resplit / --folds), so their "
                         f"{split} images differ; compare runs made with the same split options")
-    data = CacheDataset(cache, with_masks=True, rows=rows)
+    data = CacheDataset(cache, with_masks=True, rows=rows, channels=True)
     if data.labels is None or not len(data):
         raise UserError(f"{cache}: no image labels or no {split} images; pass a SIIM cache")
     rule, threshold = postprocess_params(seg_meta, seg_run), float(cls_meta["threshold"])
-    seg_size, cls_size = int(seg_meta["image_size"]), int(cls_meta["image_size"])
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in ("dice", "gated_dice", "called", "max", "prob", "label")}
-    for batch in DataLoader(data, batch_size=batch_size):
-        x = batch["image"]  # (n, 1, S, S) in [0, 1]
-        probs = predict_probs(unet, resize_batch(x, seg_size)[:, 0].numpy(), seg_meta)  # (n, s, s)
-        truth = resize_batch(batch["mask"], seg_size, nearest=True)[:, 0].numpy() > 0.5
-        pred = binarise(probs, *rule)
-        cls_probs = predict_probs(classifier, resize_batch(x, cls_size)[:, 0].numpy(), cls_meta)  # (n,)
-        for key, value in (("dice", dice_per_image(pred, truth)), ("called", pred.any(axis=(1, 2))),
-                           ("gated_dice", dice_per_image(gate(pred, cls_probs, threshold), truth)),
-                           ("max", probs.max(axis=(1, 2))), ("prob", cls_probs),
-                           ("label", batch["labels"][:, 0].numpy() == 1)):
-            parts[key].append(value)
-    d = {k: np.concatenate(v) for k, v in parts.items()}
+    probs = predict_cache(unet, seg_meta, data, batch_size)  # (N, s, s)
+    truth = cache_masks(data, int(seg_meta["image_size"]))
+    pred = binarise(probs, *rule)
+    d = {"dice": dice_per_image(pred, truth), "called": pred.any(axis=(1, 2)), "max": probs.max(axis=(1, 2)),
+         "prob": predict_cache(classifier, cls_meta, data, batch_size), "label": data.labels[data.rows, 0] == 1}
+    d["gated_dice"] = dice_per_image(gate(pred, d["prob"], threshold), truth)
     keep, label = d["prob"] >= threshold, d["label"]
 
     def masks(dice: np.ndarray) -> dict:

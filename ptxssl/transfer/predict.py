@@ -37,16 +37,19 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ptxssl.datasets.dicom import read_dicom
 from ptxssl.datasets.channels import letterbox_planes
 from ptxssl.datasets.images import letterbox_shape, to_uint8
+from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise
 from ptxssl.transfer.model import TTA_MODES, load_model, model_input, probabilities
+from ptxssl.transfer.module import resize_batch
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -72,6 +75,29 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, meta: dict) -> np.
     x = (x[:, None] if x.ndim == 3 else x).to(device)
     x = model_input(x, int(meta["in_channels"]), meta["normalization"])  # (N, C, S, S)
     return probabilities(model, x, meta.get("tta", "none"))[:, 0].float().cpu().numpy()
+
+
+@torch.no_grad()
+def predict_cache(model: torch.nn.Module, meta: dict, data: CacheDataset, batch_size: int = 16) -> np.ndarray:
+    """Probabilities of a saved run's model for every image of `data`, in order: a UNet's
+    (N, s, s) maps or a classifier's (N,) scores, at the run's size, channels and TTA.
+
+    `data` should carry the cache's extra channels (`channels=True`): a 3-channel run gets
+    the planes it was trained on, a 1-channel run the raw plane alone.
+    """
+    size, planes = int(meta["image_size"]), int(meta["in_channels"])
+    out = []
+    for batch in DataLoader(data, batch_size=batch_size):
+        x = batch["image"]  # (n, 1 or 1 + K, S, S) in [0, 1]
+        x = x[:, :1] if planes == 1 or x.shape[1] != planes else x
+        out.append(predict_probs(model, resize_batch(x, size).numpy(), meta))
+    return np.concatenate(out)
+
+
+def cache_masks(data: CacheDataset, size: int, batch_size: int = 64) -> np.ndarray:
+    """(N, size, size) bool truth masks of `data` (built with_masks) at a run's size (nearest)."""
+    return np.concatenate([resize_batch(batch["mask"], size, nearest=True)[:, 0].numpy() > 0.5
+                           for batch in DataLoader(data, batch_size=batch_size)])
 
 
 def postprocess_params(meta: dict, run_dir: str | Path) -> tuple[float, float, float | None]:

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import yaml
 
 from ptxssl.datasets.cache import read_cache
 from ptxssl.errors import UserError
+from ptxssl.pretrain.config import load_yaml
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 SPLITS = ("train", "val", "test")
@@ -113,3 +115,15 @@ def balanced_subset(positive: np.ndarray, seed: int = 0) -> np.ndarray:
     positive = np.asarray(positive, bool)
     negatives = np.random.default_rng([seed, 22]).permutation(np.flatnonzero(~positive))
     return np.sort(np.concatenate([np.flatnonzero(positive), negatives[: int(positive.sum())]]))
+
+
+def run_rows(run_dir: str | Path, cache: str | Path, split: str) -> np.ndarray:
+    """Cache rows of `split` as the run saw them: its config.yaml's --resplit / --folds, else
+    (or without a config.yaml) the cache's own split."""
+    if split not in SPLITS:
+        raise UserError(f"split must be one of {', '.join(SPLITS)} (got {split!r})")
+    path = Path(run_dir) / "config.yaml"
+    saved = load_yaml(path) if path.is_file() else {}
+    cfg = SimpleNamespace(data=str(cache), resplit=saved.get("resplit", ""), folds=saved.get("folds", 0),
+                          fold=saved.get("fold", 0), split_seed=saved.get("split_seed", 0))
+    return run_splits(cfg)[split]

@@ -1,0 +1,49 @@
+"""Score a finished segmentation run again under another post-processing rule or TTA.
+
+Neither `--postprocess` nor `--tta` touches training (the per-epoch validation score is a
+plain 0.5 threshold without TTA), so runs that differ only in them end with the same
+weights. Re-scoring the saved UNet answers "would the triplet rule / flip TTA have helped?"
+on those very weights, image by image, for two predictions instead of a training run: the
+rule is tuned on the run's validation images and applied to its test images, as `transfer`
+does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.errors import UserError
+from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val
+from ptxssl.transfer.model import TTA_MODES, load_model
+from ptxssl.transfer.predict import cache_masks, predict_cache
+from ptxssl.transfer.protocol import run_rows
+
+
+def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", tta: str = "none",
+            threshold: float = 0.5, batch_size: int = 16) -> dict:
+    """Tune `postprocess` on the run's val images with `tta`, then score its test images
+    (`threshold`: the fixed rule's, as `transfer --threshold`).
+
+    Returns {"val_tuned": like metrics.json's, "test": like metrics.json's, "dice": (N,)
+    per-test-image Dice in test_dice.csv's order}. With the run's own options the result is
+    its metrics.json (a test checks this).
+    """
+    if postprocess not in POSTPROCESS_MODES:
+        raise UserError(f"postprocess must be one of {', '.join(POSTPROCESS_MODES)} (got {postprocess!r})")
+    if tta not in TTA_MODES:
+        raise UserError(f"tta must be one of {', '.join(TTA_MODES)} (got {tta!r})")
+    unet, meta = load_model(run_dir)
+    meta, size = {**meta, "tta": tta}, int(meta["image_size"])
+    scored = {}
+    for split in ("val", "test"):
+        data = CacheDataset(cache, with_masks=True, rows=run_rows(run_dir, cache, split), channels=True)
+        if not len(data):
+            raise UserError(f"{cache}: no {split} images for {run_dir}; pass the cache the run was trained on")
+        scored[split] = predict_cache(unet, meta, data, batch_size), cache_masks(data, size)
+    tuned = tune_on_val(postprocess, *scored["val"], threshold=threshold)
+    rule = (tuned["threshold"], tuned["min_area_fraction"], tuned.get("bottom"))
+    probs, truth = scored["test"]
+    return {"val_tuned": tuned, "test": evaluate(probs, truth, *rule),
+            "dice": dice_per_image(binarise(probs, *rule), truth)}

@@ -1,0 +1,33 @@
+"""Re-scoring a finished run under another post-processing / TTA equals training it with them."""
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from ptxssl.errors import UserError
+from ptxssl.transfer.rescore import rescore
+from tests.transfer.test_run import _run, siim_cache  # noqa: F401 - the shared 48-image cache fixture
+
+
+def test_rescore_equals_a_run_trained_with_those_options(siim_cache, tmp_path):  # noqa: F811
+    plain = _run(siim_cache, tmp_path / "plain", label_count=12)
+    recipe = _run(siim_cache, tmp_path / "recipe", label_count=12, postprocess="triplet", tta="hflip")
+    # its own options give back its own metrics.json and test_dice.csv ...
+    own = rescore(tmp_path / "plain", siim_cache)
+    assert own["test"] == pytest.approx(plain["test"], abs=1e-6, nan_ok=True)
+    dice = pd.read_csv(tmp_path / "plain" / "test_dice.csv")["dice"].to_numpy()
+    assert own["dice"] == pytest.approx(dice, abs=1e-5)
+    # ... and the recipe's options on the plain run's weights give the recipe run's scores:
+    # training never saw --postprocess or --tta, so the two runs hold the same weights
+    other = rescore(tmp_path / "plain", siim_cache, postprocess="triplet", tta="hflip")
+    assert other["val_tuned"] == pytest.approx(recipe["val_tuned"], nan_ok=True)
+    assert other["test"] == pytest.approx(recipe["test"], abs=1e-6, nan_ok=True)
+
+
+def test_rescore_names_bad_options_and_folders(siim_cache, tmp_path):  # noqa: F811
+    with pytest.raises(UserError, match="postprocess must be one of"):
+        rescore(tmp_path, siim_cache, postprocess="best")
+    with pytest.raises(UserError, match="tta must be one of"):
+        rescore(tmp_path, siim_cache, tta="vflip")
+    with pytest.raises(UserError, match=f"{tmp_path}: not a transfer run folder"):
+        rescore(tmp_path, siim_cache)
