@@ -26,6 +26,7 @@ from ptxssl.datasets.cache import read_cache
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.transfer.bootstrap import auroc_difference, paired_bootstrap
 from ptxssl.transfer.model import init_arch, is_encoder_file
 from ptxssl.transfer.protocol import run_splits
 from ptxssl.transfer.run import TransferConfig, transfer
@@ -161,55 +162,71 @@ def cell_name(fraction: float, seed: int, fold: int = -1) -> str:
     return f"f{fraction:g}-k{fold}" if fold >= 0 else f"f{fraction:g}-s{seed}"
 
 
-def _per_image(runs: Path, results: pd.DataFrame, name: str, fraction: float) -> pd.Series:
-    """Per-image test Dice of an encoder at a fraction, averaged over the grid's seeds (with
-    folds: each image from the one fold that tested it). Only the grid's own cells count, not
-    other seeds an earlier grid left in the same folder."""
+def _cells(runs: Path, results: pd.DataFrame, name: str, fraction: float) -> pd.DataFrame:
+    """test_dice.csv of each of an encoder's cells at a fraction, side by side: columns
+    (dice | max_prob, cell). Only the grid's own cells count, not other seeds an earlier grid
+    left in the same folder; with folds each image appears in the one fold that tested it."""
     cells = results[(results["encoder"] == name) & (results["fraction"] == fraction)]
-    frames = [pd.read_csv(runs / name / cell_name(fraction, seed, fold) / "test_dice.csv", index_col="image_id")["dice"]
-              for seed, fold in zip(cells["seed"], cells["fold"])]
-    return pd.concat(frames, axis=1).mean(axis=1)
+    names = [cell_name(fraction, seed, fold) for seed, fold in zip(cells["seed"], cells["fold"])]
+    frames = {cell: pd.read_csv(runs / name / cell / "test_dice.csv", index_col="image_id") for cell in names}
+    return pd.concat(frames, axis=1).swaplevel(axis=1)
 
 
-def paired_bootstrap(diff: np.ndarray, n_boot: int = 2000, seed: int = 0) -> tuple[float, float]:
-    """95% interval of the mean of paired per-image differences, resampling images."""
-    rng = np.random.default_rng(seed)
-    means = diff[rng.integers(0, len(diff), (n_boot, len(diff)))].mean(axis=1)  # (n_boot,)
-    return float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+def _image_scores(cells: pd.DataFrame, folds: bool) -> np.ndarray | None:
+    """(runs, n) image scores (max probability) for the AUROC interval: one row per seed, or
+    one row from all folds; None for runs written before test_dice.csv had them."""
+    if "max_prob" not in cells.columns.get_level_values(0):
+        return None
+    scores = cells["max_prob"]
+    return scores.mean(axis=1).to_numpy()[None] if folds else scores.to_numpy().T
+
+
+def _delta(diff: np.ndarray) -> str:
+    lo, hi = paired_bootstrap(diff)
+    return f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
 
 
 def summary_table(results: pd.DataFrame, runs: Path, over: str, positive: pd.Series) -> str:
     """Markdown: per encoder and fraction, mean ± std test SIIM score, its perfect-detector
-    bound, positive-image Dice, image AUROC, and the paired difference from the baseline with
-    its bootstrap 95% interval; an all-empty row (no training) above them all."""
+    bound, positive-image Dice, image AUROC, and the paired differences from the baseline in
+    all three with bootstrap 95% intervals; an all-empty row (no training) above them all."""
     names = list(dict.fromkeys(results["encoder"]))
     base = baseline_of(names)
-    empty = (~positive).astype(float)  # per-image Dice of predicting nothing anywhere
-    lines = [f"Test SIIM score (mean ± std over {over}); perfect detector = the same masks with "
-             "every truly negative image predicted empty; Δ = SIIM-score difference from "
-             f"`{base}` with a paired bootstrap 95% interval over test images (per-image Dice averaged over "
-             f"seeds; with folds each image counts once, from the fold that tested it). {len(positive)} test images, {int(positive.sum())} with a pneumothorax.", "",
+    folds = bool((results["fold"] >= 0).any())
+    empty = pd.DataFrame({("dice", "all-empty"): (~positive).astype(float)})  # predicting nothing anywhere
+    lines = [f"Test SIIM score (mean ± std over {over}); perfect detector = the same masks with every truly "
+             f"negative image predicted empty; Δ = difference from `{base}` in SIIM score, positive-image Dice and "
+             "image AUROC, with a paired bootstrap 95% interval over test images (per-image Dice averaged over "
+             "seeds, AUROC averaged over runs; with folds each image counts once, from the fold that tested it). "
+             f"{len(positive)} test images, {int(positive.sum())} with a pneumothorax.", "",
              "| encoder | label fraction | labelled images | SIIM score | perfect detector | positive Dice | "
-             "image AUROC | Δ vs " + base + " |", "|---|---|---|---|---|---|---|---|"]
+             f"image AUROC | Δ SIIM vs {base} | Δ positive Dice | Δ AUROC |", "|---|---|---|---|---|---|---|---|---|---|"]
 
-    def delta(per_image: pd.Series, fraction: float) -> str:
+    def deltas(cells: pd.DataFrame, fraction: float) -> list[str]:
         if not ((results["encoder"] == base) & (results["fraction"] == fraction)).any():
-            return "—"
-        diff = (per_image - _per_image(runs, results, base, fraction).reindex(per_image.index)).to_numpy()
-        lo, hi = paired_bootstrap(diff)
-        return f"{diff.mean():+.4f} [{lo:+.4f}, {hi:+.4f}]"
+            return ["—"] * 3
+        ref = _cells(runs, results, base, fraction).reindex(cells.index)
+        diff = (cells["dice"].mean(axis=1) - ref["dice"].mean(axis=1)).to_numpy()
+        pos = positive.reindex(cells.index).to_numpy()
+        shown = [_delta(diff), _delta(diff[pos]) if pos.any() else "—"]
+        mine, theirs = _image_scores(cells, folds), _image_scores(ref, folds)
+        if mine is None or theirs is None or pos.all() or not pos.any():
+            return shown + ["—"]
+        d, lo, hi = auroc_difference(pos, mine, theirs)
+        return shown + [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]"]
 
     def spread(g: pd.DataFrame, column: str) -> str:
         return f"{g[column].mean():.4f}" + (f" ± {g[column].std(ddof=1):.4f}" if len(g) > 1 else "")
 
     for fraction in dict.fromkeys(results["fraction"]):
-        lines.append(f"| {ALL_EMPTY} | {fraction:g} | 0 | {empty.mean():.4f} | — | 0 | — | "
-                     f"{delta(empty, fraction)} |")
+        shown = deltas(empty, fraction)[:2] + ["—"]  # no image scores: every image is called empty
+        lines.append(f"| {ALL_EMPTY} | {fraction:g} | 0 | {empty['dice'].to_numpy().mean():.4f} | — | 0 | — | "
+                     + " | ".join(shown) + " |")
     for (name, fraction), g in results.groupby(["encoder", "fraction"], sort=False):
-        shown = "—" if name == base else delta(_per_image(runs, results, name, fraction), fraction)
+        shown = ["—"] * 3 if name == base else deltas(_cells(runs, results, name, fraction), fraction)
         lines.append(f"| {name} | {fraction:g} | {int(g['labelled_images'].mean())} | {spread(g, 'siim_dice')} | "
                      f"{spread(g, 'perfect_detector')} | {g['positive_dice'].mean():.4f} | "
-                     f"{spread(g, 'image_auroc')} | {shown} |")
+                     f"{spread(g, 'image_auroc')} | " + " | ".join(shown) + " |")
     return "\n".join(lines) + "\n"
 
 

@@ -249,7 +249,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
                "epochs_run": trainer.current_epoch, "steps": trainer.global_step,
                "image_size": size, "test_images": len(test), "seed": cfg.seed,
                "seconds": round(trainer.fit_seconds, 1)}
-    write_csv(out / "test_dice.csv", ["image_id", "dice"], zip(test.ids, np.round(dice, 6)))  # per image, for paired comparisons
+    write_csv(out / "test_dice.csv", ["image_id", "dice", "max_prob"],  # per image, for paired comparisons
+              zip(test.ids, np.round(dice, 6), np.round(test_probs.max(axis=(1, 2)), 6)))
     meta = {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch, "normalization": NORMALIZATION,
             "postprocess": tuned["mode"], "threshold": tuned["threshold"],
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
