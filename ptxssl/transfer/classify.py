@@ -8,6 +8,12 @@ subsets, samplers, seeds, checkpoints, --resume, --freeze-epochs, --tta and --av
 are the segmentation run's. The validation score is image AUROC; the operating threshold
 maximises F1 on validation and is applied once to test.
 
+`--mask-input SEG_RUN` builds the published cascade's classifier instead: a trained UNet,
+frozen (weights and BatchNorm statistics), draws its probability map and the encoder sees
+[probability map, image, image] as three channels (the encoder adapted to 3 channels the way
+smp adapts ImageNet weights). The UNet's weights are saved inside classifier.safetensors, so
+the run folder stands alone.
+
 Run folder: config.yaml, labelled.csv, metrics.csv, checkpoints/, metrics.json,
 test_scores.csv (image_id, probability, label), classifier.safetensors (tensors only) and
 classifier.json (what `load_classifier` and `predict --classifier` need).
@@ -20,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
+import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from safetensors import SafetensorError
@@ -29,11 +36,11 @@ from torch.utils.data import DataLoader
 
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_csv, write_json
-from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim
+from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim, first_conv
 from ptxssl.pretrain.engine import clear_run_dir, prepare_run_dir
 from ptxssl.transfer.losses import DEFAULT_LOSS
 from ptxssl.transfer.metrics import image_auroc, image_detection
-from ptxssl.transfer.model import TTA_MODES, build_unet, probabilities
+from ptxssl.transfer.model import MODEL_DIR, TTA_MODES, build_unet, file_sha1, load_model, probabilities, unet_arch
 from ptxssl.transfer.module import SegmentationModule
 from ptxssl.transfer.run import fit_best, load_run_data, record_subset
 
@@ -42,22 +49,43 @@ WEIGHTS, META = "classifier.safetensors", "classifier.json"
 
 
 class ImageClassifier(nn.Module):
-    """An smp encoder, global average pooling of its deepest features and a linear layer.
+    """An smp encoder, global average pooling of its deepest features and a linear layer;
+    with `mask_model` (a 1-channel UNet, frozen) the encoder sees [its probability map, image, image].
 
-    Shape: (N, C, S, S) normalised input -> (N, 1) logits.
+    Shape: (N, C, S, S) normalised input (C = 1 with a mask model) -> (N, 1) logits.
     """
 
-    def __init__(self, encoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, mask_model: nn.Module | None = None) -> None:
         super().__init__()
-        self.encoder, self.head = encoder, nn.Linear(feature_dim(encoder), 1)
+        self.encoder, self.head, self.mask_model = encoder, nn.Linear(feature_dim(encoder), 1), mask_model
+        if mask_model is not None:
+            mask_model.requires_grad_(False).eval()
+
+    @property
+    def input_channels(self) -> int:
+        return 1 if self.mask_model is not None else first_conv(self.encoder)[1].in_channels
+
+    def train(self, mode: bool = True) -> ImageClassifier:
+        super().train(mode)
+        if self.mask_model is not None:
+            self.mask_model.eval()  # its BatchNorm keeps the statistics it was trained with
+        return self
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.mask_model is not None:
+            with torch.no_grad():
+                prob = torch.sigmoid(self.mask_model(x))  # (N, 1, S, S), on the image's scale below
+            x = torch.cat([(prob - NORMALIZATION["mean"]) / NORMALIZATION["std"], x, x], dim=1)
         return self.head(self.encoder(x)[-1].mean(dim=(2, 3)))  # (N, D, s, s) -> (N, D) -> (N, 1)
 
 
 class ClassifyModule(SegmentationModule):
     """SegmentationModule's resizing, encoder freezing (BatchNorm in eval too) and encoder /
     head learning rates, around an ImageClassifier (held as `unet`, the attribute those use)."""
+
+    def __init__(self, classifier: ImageClassifier, cfg, image_size: int, run_dir: str | Path = ".") -> None:
+        super().__init__(classifier, cfg, image_size, run_dir)
+        self.in_channels = classifier.input_channels  # 1 with a mask model, whose encoder takes 3
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x, _ = self.adapt(batch["image"])
@@ -140,9 +168,11 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
-    unet, init = build_unet(cfg.encoder, cfg.in_channels, cfg.arch or None)  # the one verified init path
+    mask_model, mask_meta = _mask_model(cfg)
+    encoder_channels = 3 if mask_model is not None else cfg.in_channels
+    unet, init = build_unet(cfg.encoder, encoder_channels, cfg.arch or None)  # the one verified init path
     cfg = replace(cfg, arch=init["arch"])
-    module = ClassifyModule(ImageClassifier(unet.encoder), cfg, data.size, out)
+    module = ClassifyModule(ImageClassifier(unet.encoder, mask_model), cfg, data.size, out)
     if overwrite and ckpt is None:
         clear_run_dir(out, ("metrics.json", "test_scores.csv", WEIGHTS, META, "checkpoints"))
     record_subset(cfg, data, out)
@@ -161,9 +191,23 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
     write_csv(out / "test_scores.csv", ["image_id", "probability", "label"],
               zip(test.ids, test_probs.astype(float), test_labels.astype(int)))  # float32 values, exactly
     save_classifier(module.unet, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
-                                       "threshold": tuned["threshold"], "tta": cfg.tta, "encoder": init})
+                                       "encoder_channels": encoder_channels, "threshold": tuned["threshold"],
+                                       "tta": cfg.tta, "encoder": init, "mask_input": mask_meta})
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     return metrics
+
+
+def _mask_model(cfg) -> tuple[nn.Module | None, dict | None]:
+    """The frozen UNet of --mask-input and what classifier.json records of it (None, None without)."""
+    if not cfg.mask_input:
+        return None, None
+    unet = load_model(cfg.mask_input)[0]
+    channels = first_conv(unet.encoder)[1].in_channels
+    if channels != 1 or cfg.in_channels != 1:
+        raise UserError(f"--mask-input {cfg.mask_input}: the cascade classifier takes grey images, so the UNet "
+                        f"({channels} input channels) and --in-channels ({cfg.in_channels}) must both be 1")
+    return unet, {"run": str(cfg.mask_input), "arch": unet_arch(unet), "sha1": file_sha1(
+        Path(cfg.mask_input) / MODEL_DIR / "model.safetensors")}
 
 
 def save_classifier(model: ImageClassifier, run_dir: str | Path, meta: dict) -> Path:
@@ -187,7 +231,10 @@ def load_classifier(run_dir: str | Path) -> tuple[ImageClassifier, dict]:
     try:
         meta = json.loads((run_dir / META).read_text())
         with torch.random.fork_rng(devices=[]):  # building must not move the caller's seed
-            model = ImageClassifier(build_encoder(int(meta["in_channels"]), meta["arch"]))
+            mask = meta.get("mask_input")  # the UNet's weights are in WEIGHTS too
+            mask_model = smp.Unet(mask["arch"], encoder_weights=None, in_channels=1, classes=1) if mask else None
+            encoder = build_encoder(int(meta.get("encoder_channels", meta["in_channels"])), meta["arch"])
+            model = ImageClassifier(encoder, mask_model)
         model.load_state_dict(load_file(str(run_dir / WEIGHTS)), strict=True)
         meta["threshold"], meta["image_size"] = float(meta["threshold"]), int(meta["image_size"])
         if meta.get("tta", "none") not in TTA_MODES:

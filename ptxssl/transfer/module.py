@@ -91,7 +91,7 @@ class SegmentationModule(EngineModule):
 
     def configure_optimizers(self):
         encoder = list(self.unet.encoder.parameters())
-        others = [p for n, p in self.unet.named_parameters() if not n.startswith("encoder.")]
+        others = [p for n, p in self.unet.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
         return torch.optim.Adam([{"params": others, "lr": self.cfg.lr},
                                  {"params": encoder, "lr": self.cfg.lr * self.cfg.encoder_lr_scale}])
 

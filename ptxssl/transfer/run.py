@@ -84,6 +84,8 @@ class TransferConfig(TrainConfig):
     threshold: float = opt(0.5, "Probability threshold when --postprocess fixed.")
     tta: str = opt("none", "Test-time augmentation for val tuning, test and predict: none, or hflip (mean with "
                            "the flipped-back prediction of the mirrored image).")
+    mask_input: str = opt("", "--task classify: a transfer run whose UNet, frozen, feeds its probability map "
+                              "as a channel beside the image ([map, image, image]: the published cascade).")
     average_top_k: int = opt(0, "Test (and save) the mean weights of the K best epochs by val score; 0 or 1: "
                                 "the best epoch.")
 
@@ -112,6 +114,8 @@ def _check_options(cfg: TransferConfig) -> None:
         raise UserError(f"--postprocess must be tuned, fixed or triplet (got {cfg.postprocess!r})")
     if cfg.tta not in TTA_MODES:
         raise UserError(f"--tta must be none or hflip (got {cfg.tta!r})")
+    if cfg.mask_input and cfg.task != "classify":
+        raise UserError("--mask-input is for --task classify (a cascade classifier reading a UNet's map)")
     if cfg.average_top_k < 0:
         raise UserError(f"--average-top-k must be 0 or more (got {cfg.average_top_k}); 0 keeps the best epoch")
 
