@@ -24,8 +24,8 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
     """Tune `postprocess` on the run's val images with `tta`, then score its test images
     (`threshold`: the fixed rule's, as `transfer --threshold`).
 
-    Returns {"val_tuned": like metrics.json's, "test": like metrics.json's, "dice": (N,)
-    per-test-image Dice in test_dice.csv's order}. With the run's own options the result is
+    Returns {"val_tuned": like metrics.json's, "test": like metrics.json's, "dice" and
+    "max_prob": (N,) per test image, test_dice.csv's columns in its order}. With the run's own options the result is
     its metrics.json (a test checks this).
     """
     if postprocess not in POSTPROCESS_MODES:
@@ -44,4 +44,4 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
     rule = (tuned["threshold"], tuned["min_area_fraction"], tuned.get("bottom"))
     probs, truth = scored["test"]
     return {"val_tuned": tuned, "test": evaluate(probs, truth, *rule),
-            "dice": dice_per_image(binarise(probs, *rule), truth)}
+            "dice": dice_per_image(binarise(probs, *rule), truth), "max_prob": probs.max(axis=(1, 2))}

@@ -15,8 +15,9 @@ def test_rescore_equals_a_run_trained_with_those_options(siim_cache, tmp_path): 
     # its own options give back its own metrics.json and test_dice.csv ...
     own = rescore(tmp_path / "plain", siim_cache)
     assert own["test"] == pytest.approx(plain["test"], abs=1e-6, nan_ok=True)
-    dice = pd.read_csv(tmp_path / "plain" / "test_dice.csv")["dice"].to_numpy()
-    assert own["dice"] == pytest.approx(dice, abs=1e-5)
+    per_image = pd.read_csv(tmp_path / "plain" / "test_dice.csv")
+    assert own["dice"] == pytest.approx(per_image["dice"].to_numpy(), abs=1e-5)
+    assert own["max_prob"] == pytest.approx(per_image["max_prob"].to_numpy(), abs=1e-5)
     # ... and the recipe's options on the plain run's weights give the recipe run's scores:
     # training never saw --postprocess or --tta, so the two runs hold the same weights
     other = rescore(tmp_path / "plain", siim_cache, postprocess="triplet", tta="hflip")
