@@ -165,10 +165,10 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
     if positive.all() or not positive.any():
         raise UserError(f"{cfg.data}: --task classify needs positive and negative val images "
                         f"(val {int(positive.sum())} positive of {len(data.val)})")
+    mask_model, mask_meta = _mask_model(cfg)  # before the seed: loading it draws random numbers
     out = Path(cfg.out)
     ckpt = prepare_run_dir(out, resume, overwrite)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
-    mask_model, mask_meta = _mask_model(cfg)
     encoder_channels = 3 if mask_model is not None else cfg.in_channels
     unet, init = build_unet(cfg.encoder, encoder_channels, cfg.arch or None)  # the one verified init path
     cfg = replace(cfg, arch=init["arch"])
