@@ -6,6 +6,7 @@ import pytest
 
 from ptxssl.errors import UserError
 from ptxssl.transfer.rescore import rescore
+from tests.helpers import synthetic_cache
 from tests.transfer.test_run import _run, siim_cache  # noqa: F401 - the shared 48-image cache fixture
 
 
@@ -32,3 +33,15 @@ def test_rescore_names_bad_options_and_folders(siim_cache, tmp_path):  # noqa: F
         rescore(tmp_path, siim_cache, tta="vflip")
     with pytest.raises(UserError, match=f"{tmp_path}: not a transfer run folder"):
         rescore(tmp_path, siim_cache)
+
+
+def test_rescore_feeds_a_three_channel_run_its_own_planes(tmp_path):
+    cache = synthetic_cache(tmp_path / "data", "siim", count=32, seed=4, source_size=64, positive_fraction=0.5,
+                            fractions=(0.5, 0.25, 0.25), channels="raw,clahe,he")
+    metrics = _run(cache, tmp_path / "rgb", in_channels=3, epochs=1)
+    own = rescore(tmp_path / "rgb", cache)
+    per_image = pd.read_csv(tmp_path / "rgb" / "test_dice.csv")
+    # the same per-image maxima as training's own scoring, which read the clahe and he planes;
+    # the raw plane copied three times would give other probabilities
+    assert own["max_prob"] == pytest.approx(per_image["max_prob"].to_numpy(), abs=1e-5)
+    assert own["test"] == pytest.approx(metrics["test"], abs=1e-6, nan_ok=True)
