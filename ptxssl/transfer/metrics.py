@@ -211,6 +211,12 @@ def tune_on_val(mode: str, probs: np.ndarray, truth: np.ndarray, threshold: floa
     return {"mode": mode, **found}
 
 
+def tuned_rule(tuned: dict) -> tuple[float, float, float | None]:
+    """(threshold, min_area_fraction, bottom) of a `tune_on_val` result, as `binarise` and
+    `evaluate` take them (bottom None unless the triplet rule was tuned)."""
+    return tuned["threshold"], tuned["min_area_fraction"], tuned.get("bottom")
+
+
 def image_detection(pred: np.ndarray, truth: np.ndarray) -> dict:
     """Precision, recall and F1 of "this image has a pneumothorax", calling an image positive
     when its predicted mask is non-empty. NaN where undefined (no predicted positives for

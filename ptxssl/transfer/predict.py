@@ -89,7 +89,7 @@ def predict_cache(model: torch.nn.Module, meta: dict, data: CacheDataset, batch_
     out = []
     for batch in DataLoader(data, batch_size=batch_size):
         x = batch["image"]  # (n, 1 or 1 + K, S, S) in [0, 1]
-        x = x[:, :1] if planes == 1 or x.shape[1] != planes else x
+        x = x if x.shape[1] == planes else x[:, :1]  # a grey run on a cache with extra planes: raw only
         out.append(predict_probs(model, resize_batch(x, size).numpy(), meta))
     return np.concatenate(out)
 

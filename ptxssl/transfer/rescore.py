@@ -13,7 +13,8 @@ from pathlib import Path
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
-from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val
+from ptxssl.transfer.metrics import (POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val,
+                                     tuned_rule)
 from ptxssl.transfer.model import TTA_MODES, load_model
 from ptxssl.transfer.predict import cache_masks, predict_cache
 from ptxssl.transfer.protocol import run_rows
@@ -24,9 +25,9 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
     """Tune `postprocess` on the run's val images with `tta`, then score its test images
     (`threshold`: the fixed rule's, as `transfer --threshold`).
 
-    Returns {"val_tuned": like metrics.json's, "test": like metrics.json's, "dice" and
-    "max_prob": (N,) per test image, test_dice.csv's columns in its order}. With the run's own options the result is
-    its metrics.json (a test checks this).
+    Returns {"val_tuned" and "test": like metrics.json's; "dice" and "max_prob": (N,) per test
+    image, test_dice.csv's columns in its order}. With the run's own options the result is
+    its metrics.json and test_dice.csv (a test checks this).
     """
     if postprocess not in POSTPROCESS_MODES:
         raise UserError(f"postprocess must be one of {', '.join(POSTPROCESS_MODES)} (got {postprocess!r})")
@@ -41,7 +42,7 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
             raise UserError(f"{cache}: no {split} images for {run_dir}; pass the cache the run was trained on")
         scored[split] = predict_cache(unet, meta, data, batch_size), cache_masks(data, size)
     tuned = tune_on_val(postprocess, *scored["val"], threshold=threshold)
-    rule = (tuned["threshold"], tuned["min_area_fraction"], tuned.get("bottom"))
+    rule = tuned_rule(tuned)
     probs, truth = scored["test"]
     return {"val_tuned": tuned, "test": evaluate(probs, truth, *rule),
             "dice": dice_per_image(binarise(probs, *rule), truth), "max_prob": probs.max(axis=(1, 2))}

@@ -28,7 +28,7 @@ from ptxssl.pretrain.data import train_loader
 from ptxssl.pretrain.encoder import NORMALIZATION
 from ptxssl.pretrain.engine import clear_run_dir, fit, prepare_run_dir
 from ptxssl.transfer.averaging import average_checkpoints, top_k_paths
-from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val
+from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val, tuned_rule
 from ptxssl.transfer.model import META_FILE, MODEL_DIR, TTA_MODES, build_unet, save_model
 from ptxssl.transfer.module import SegmentationModule, predict_loader
 from ptxssl.transfer.losses import DEFAULT_LOSS
@@ -242,7 +242,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     labelled, test, size = data.labelled, data.test, data.size
     val_probs, val_masks = predict_loader(module, val_loader, progress, cfg.tta)
     tuned = tune_on_val(cfg.postprocess, val_probs, val_masks, cfg.threshold)
-    rule = (tuned["threshold"], tuned["min_area_fraction"], tuned.get("bottom"))  # bottom: triplet only
+    rule = tuned_rule(tuned)
     test_loader = DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers)
     test_probs, test_masks = predict_loader(module, test_loader, progress, cfg.tta)
     scores = evaluate(test_probs, test_masks, *rule)
