@@ -34,6 +34,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.utils.data import DataLoader
 
+from ptxssl.datasets.cache import cache_channels
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_csv, write_json
 from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim, first_conv
@@ -192,7 +193,8 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
               zip(test.ids, test_probs.astype(float), test_labels.astype(int)))  # float32 values, exactly
     save_classifier(module.unet, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
                                        "encoder_channels": encoder_channels, "threshold": tuned["threshold"],
-                                       "tta": cfg.tta, "encoder": init, "mask_input": mask_meta})
+                                       "tta": cfg.tta, "encoder": init, "mask_input": mask_meta,
+                                       "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []})
     write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
     return metrics
 

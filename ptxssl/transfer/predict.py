@@ -100,6 +100,14 @@ def cache_masks(data: CacheDataset, size: int, batch_size: int = 64) -> np.ndarr
                            for batch in DataLoader(data, batch_size=batch_size)])
 
 
+def run_planes(films: list[np.ndarray], meta: dict) -> np.ndarray:
+    """(H, W) films -> (n, 1 + K, S, S) in [0, 1]: letterboxed to a run's size with the extra
+    channels it was trained on (ptxssl.json / classifier.json "channels"), quantised to 8 bits
+    as the cache was."""
+    size, names = int(meta["image_size"]), tuple(meta.get("channels", []))
+    return np.stack([letterbox_planes(film, size, names) for film in films]) / np.float32(255)
+
+
 def postprocess_params(meta: dict, run_dir: str | Path) -> tuple[float, float, float | None]:
     """(threshold, min_area_fraction, bottom) from ptxssl.json; bottom is None unless the run
     chose the triplet rule. Also checks meta["tta"], so a bad meta fails before any image."""
@@ -171,7 +179,7 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         cls, cls_meta = load_classifier(classifier)
     dicom_dir = Path(dicom_dir)
     files = find_dicoms(dicom_dir)
-    size, (threshold, area, bottom) = int(meta["image_size"]), postprocess_params(meta, run_dir)
+    threshold, area, bottom = postprocess_params(meta, run_dir)
     overlays = Path(overlays_dir) if overlays_dir is not None else None
     rows, skipped, positive = [], [], 0  # rows: (ImageId, EncodedPixels)
     bar = tqdm(total=len(files), desc="predict", unit="img", disable=not progress)
@@ -188,15 +196,12 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         bar.update(len(files[start:start + batch_size]))
         if not batch:
             continue
-        planes = np.stack([letterbox_planes(img, size, tuple(meta.get("channels", []))) for _, img, _ in batch])
-        probs = predict_probs(model, planes / np.float32(255), meta)  # quantised as the cache was
-        masks = binarise(probs, threshold, area, bottom)  # (n, S, S) bool
+        films = [img for _, img, _ in batch]
+        masks = binarise(predict_probs(model, run_planes(films, meta), meta), threshold, area, bottom)  # (n, S, S)
         if cls is not None:
-            cls_size, cls_threshold = int(cls_meta["image_size"]), float(cls_meta["threshold"])
-            cls_planes = np.stack([letterbox_planes(img, cls_size) for _, img, _ in batch])
-            cls_probs = predict_probs(cls, cls_planes / np.float32(255), cls_meta)
-            masks = gate(masks, cls_probs, cls_threshold)  # (n, S, S)
-            gated += int((cls_probs < cls_threshold).sum())
+            cls_probs = predict_probs(cls, run_planes(films, cls_meta), cls_meta)  # (n,)
+            masks = gate(masks, cls_probs, cls_meta["threshold"])
+            gated += int((cls_probs < cls_meta["threshold"]).sum())
         for (path, image, info), mask in zip(batch, masks):
             full = unletterbox(mask, *image.shape)  # (rows, cols)
             image_id = info.get("sop_uid") or path.stem

@@ -23,8 +23,9 @@ from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, save_encoder
 from ptxssl.transfer.cascade import cascade_scores
 from ptxssl.transfer.classify import ImageClassifier, load_classifier, save_classifier, tune_threshold
 from ptxssl.transfer.model import build_unet
-from ptxssl.transfer.predict import predict_dicoms
+from ptxssl.transfer.predict import predict_dicoms, run_planes
 from ptxssl.transfer.run import resolve_config, transfer
+from tests.helpers import synthetic_cache
 from tests.transfer.test_predict import _save, _write_dicoms
 from tests.transfer.test_run import FAST, siim_cache  # noqa: F401 - the shared 48-image cache fixture
 
@@ -190,3 +191,16 @@ def test_unknown_task_is_a_one_line_error(siim_cache, tmp_path):  # noqa: F811
                                    "--out", str(tmp_path / "y")])
     assert res.exit_code == 2 and res.stderr.strip().count("\n") == 0 and "--task" in res.stderr
     assert "'nope'" in res.stderr and not (tmp_path / "y").exists()
+
+
+def test_three_channel_classifier_records_its_planes_for_predict(tmp_path):
+    cache = synthetic_cache(tmp_path / "data", "siim", count=32, seed=4, source_size=64, positive_fraction=0.5,
+                            fractions=(0.5, 0.25, 0.25), channels="raw,clahe,he")
+    transfer(resolve_config(None, {"data": str(cache), "out": str(tmp_path / "cls"), **FAST, "task": "classify",
+                                   "in_channels": 3, "epochs": 1}), progress=False)
+    _, meta = load_classifier(tmp_path / "cls")
+    assert meta["channels"] == ["clahe", "he"]
+    # predict letterboxes a film into the planes the cache holds: raw, clahe, he
+    film = np.linspace(0, 1, 48 * 40, dtype=np.float32).reshape(48, 40) ** 2
+    planes = run_planes([film], meta)
+    assert planes.shape == (1, 3, SIZE, SIZE) and not np.allclose(planes[0, 0], planes[0, 1])
