@@ -1,71 +1,143 @@
 """Linear-probe table: does a short CPU pretraining beat a random-init encoder?
 
-Makes a synthetic ChestX-ray14-format cache, pretrains each method briefly, and probes every
-encoder (logistic regression on frozen pooled features -> mean val AUROC over the 14 NIH
-findings) next to a random-init encoder, with the same probe:
+Makes a synthetic ChestX-ray14-format cache, pretrains each method, and probes every encoder
+(a ridge linear probe and a kNN vote on frozen pooled features -> val + test AUROC per NIH
+finding) next to a random-init encoder, with the same probes:
 
     python scripts/probe_table.py --count 1600 --size 64 --steps 300 --methods ae,vae,simclr,moco,byol
 
-The probe is fitted on up to --probe-images train images and scored on the val + test splits
-(more held-out positives than val alone), choosing its regularisation per label by 3-fold
-search on the train images (see ptxssl/pretrain/probe.py).
+`--methods ae:3000,simclr` gives one method its own step count. `--work DIR` keeps the cache
+and the runs: a finished run is reused, an interrupted one resumes from its last checkpoint,
+so a long table can be built over several sessions. `supervised` (the 14 weak labels) is
+allowed as a ceiling: what a probe reaches when the encoder was trained on the labels.
 
-Prints a Markdown table (the README's pretraining table comes from this script).
+The probe is fitted on up to --probe-images train images and scored on the val + test splits
+(more held-out positives than val alone), choosing its regularisation per finding by
+cross-validation on the train images (see ptxssl/pretrain/probe.py). `--per-finding` adds a
+table of every finding's AUROC, which shows where encoders differ and where nothing does.
+
+Prints Markdown tables (the README's pretraining table comes from this script).
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
-from ptxssl.pretrain.encoder import build_encoder, load_encoder, pooled
-from ptxssl.pretrain.probe import probe_encoder
+from ptxssl.files import write_text
+from ptxssl.pretrain.encoder import WEIGHTS_FILE, build_encoder, load_encoder, pooled
+from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.pretrain.probe import PROBES, probe_encoder, probe_features, probe_predictions
 from ptxssl.pretrain.run import pretrain, resolve_config
+from ptxssl.transfer.bootstrap import auroc_difference, auroc_rows
 
 
-def probe(embed, cache: Path, args: argparse.Namespace) -> float:
-    return probe_encoder(embed, str(cache), max_images=args.probe_images, eval_split=["val", "test"])
+def make_cache(work: Path, args: argparse.Namespace) -> Path:
+    cache = work / "nih.h5"
+    if not cache.is_file():
+        synthesize(work, count=args.count, size=args.size, formats=("chestxray14",), seed=args.seed,
+                   workers=2, progress=False)
+        prepare(work / "chestxray14", "chestxray14", cache, size=args.size, workers=2, seed=args.seed,
+                progress=False)
+    return cache
+
+
+def train_run(name: str, steps: int, cache: Path, work: Path, args: argparse.Namespace) -> tuple[Path, float]:
+    """The run folder of `name` after `steps` steps and the CPU seconds it took (reused if done)."""
+    out = work / "runs" / f"{name}-{steps}"
+    timing = out / "seconds.txt"
+    if not (out / WEIGHTS_FILE).is_file():
+        cfg, mcfg = resolve_config(name, None, {
+            "data": str(cache), "out": str(out), "max_steps": steps, "epochs": 100_000,
+            "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2})
+        before = float(timing.read_text()) if timing.is_file() else 0.0
+        t0 = time.perf_counter()
+        pretrain(cfg, mcfg, resume=(out / CHECKPOINT).is_file(), progress=args.progress)
+        write_text(timing, f"{before + time.perf_counter() - t0:.1f}\n")
+    return out, float(timing.read_text())
+
+
+def probe_curve(run: Path, points: int = 12) -> list[tuple[int, float]]:
+    """(step, probe AUROC) pairs logged by the trainer's probe callback, thinned to ~`points`."""
+    with open(run / "metrics.csv") as f:
+        curve = [(int(r["step"]), float(r["probe_auroc"])) for r in csv.DictReader(f) if r.get("probe_auroc")]
+    thinned = curve[::max(1, len(curve) // points)]
+    return thinned + curve[-1:] if curve and thinned[-1] != curve[-1] else thinned
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--count", type=int, default=800)
     ap.add_argument("--size", type=int, default=64)
-    ap.add_argument("--steps", type=int, default=150)
+    ap.add_argument("--steps", type=int, default=150, help="steps for methods given without :STEPS")
     ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--methods", default="ae,vae,simclr,moco,byol")
+    ap.add_argument("--methods", default="ae,vae,simclr,moco,byol", help="comma list of NAME or NAME:STEPS")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--probe-images", type=int, default=1024)
+    ap.add_argument("--work", type=Path, help="keep the cache and runs here (default: a temporary folder)")
+    ap.add_argument("--per-finding", action="store_true", help="also print each finding's AUROC")
+    ap.add_argument("--progress", action="store_true", help="show the training progress bars")
+    ap.add_argument("--curve", action="store_true",
+                    help="log the trainer's own probe (val split) every epoch and print it against steps")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        synthesize(tmp, count=args.count, size=args.size, formats=("chestxray14",), seed=args.seed,
-                   workers=2, progress=False)
-        cache = tmp / "nih.h5"
-        prepare(tmp / "chestxray14", "chestxray14", cache, size=args.size, workers=2, seed=args.seed, progress=False)
+        work = args.work or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        cache = make_cache(work, args)
+
+        held_out = {}
+
+        def probe(encoder) -> dict[str, np.ndarray]:
+            """{probe kind: (findings, held-out images) scores} of an encoder's pooled features."""
+            encoder.eval()
+            tx, ty, vx, vy, names = probe_features(lambda x: pooled(encoder, x), str(cache),
+                                                   max_images=args.probe_images, eval_split=["val", "test"])
+            out = {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}
+            columns = list(out["linear"])
+            held_out.update(labels=vy[:, columns].T.astype(bool), findings=[names[k] for k in columns])
+            return {kind: np.stack([out[kind][k] for k in columns]) for kind in PROBES}
+
         torch.manual_seed(args.seed)
         random_encoder = build_encoder(1).eval()
-        rows = [("random init", 0, 0.0, probe(lambda x: pooled(random_encoder, x), cache, args))]
-        for name in args.methods.split(","):
-            cfg, mcfg = resolve_config(name, None, {
-                "data": str(cache), "out": str(tmp / name), "max_steps": args.steps, "epochs": 10_000,
-                "batch_size": args.batch_size, "seed": args.seed, "probe": False, "workers": 2})
-            t0 = time.perf_counter()
-            pretrain(cfg, mcfg, progress=False)
-            seconds = time.perf_counter() - t0
-            encoder, _ = load_encoder(tmp / name)
-            encoder.eval()
-            rows.append((name, args.steps, seconds, probe(lambda x: pooled(encoder, x), cache, args)))
-    print(f"\n{args.count} synthetic ChestX-ray14 images at {args.size} px, batch {args.batch_size}, seed {args.seed}")
-    print("\n| encoder | steps | CPU time | probe AUROC (mean over findings, val + test) |")
-    print("|---|---|---|---|")
-    for name, steps, seconds, auroc in rows:
-        print(f"| {name} | {steps} | {seconds:.0f} s | {auroc:.3f} |")
+        rows, curves = [("random init", 0, None, probe(random_encoder))], {}
+        # the callback's probe (ProbeCallback defaults: val split, 512 train images) of random init
+        curve_reference = probe_encoder(lambda x: pooled(random_encoder, x), str(cache))
+        for item in args.methods.split(","):
+            name, _, steps = item.partition(":")
+            steps = int(steps or args.steps)
+            out, seconds = train_run(name, steps, cache, work, args)
+            rows.append((name, steps, seconds, probe(load_encoder(out)[0])))
+            curves[f"{name} ({steps})"] = probe_curve(out)
+    labels, findings = held_out["labels"], held_out["findings"]
+    aurocs = [{kind: auroc_rows(labels, scores[kind]) for kind in PROBES} for *_, scores in rows]  # (findings,)
+    print(f"\n{args.count} synthetic ChestX-ray14 images at {args.size} px, batch {args.batch_size}, seed {args.seed}; "
+          f"probes fitted on {args.probe_images} train images, scored on {labels.shape[1]} val + test images")
+    print("\n| encoder | steps | CPU time | linear probe AUROC | Δ vs random [95 %] | kNN AUROC | Δ vs random [95 %] |")
+    print("|---" * 7 + "|")
+    for (name, steps, seconds, scores), auroc in zip(rows, aurocs):
+        cells = ["—" if seconds is None else f"{seconds:.0f} s"]
+        for kind in PROBES:
+            d, lo, hi = auroc_difference(labels, scores[kind], rows[0][3][kind])
+            cells += [f"{auroc[kind].mean():.3f}", "—" if seconds is None else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
+        print(f"| {name} | {steps} | " + " | ".join(cells) + " |")
+    for kind in PROBES if args.per_finding else ():
+        print(f"\n{kind} probe AUROC per finding\n")
+        print("| finding | " + " | ".join(f"{n} ({s})" if s else n for n, s, _, _ in rows) + " |")
+        print("|---" * (len(rows) + 1) + "|")
+        for i, f in enumerate(findings):
+            print(f"| {f} | " + " | ".join(f"{auroc[kind][i]:.2f}" for auroc in aurocs) + " |")
+    if any(curves.values()):
+        print(f"\nthe trainer's probe (val split) on the random-init encoder: {curve_reference:.3f}")
+    for run, curve in curves.items():
+        if curve:
+            print(f"probe during training, {run}: " + ", ".join(f"{s}: {a:.3f}" for s, a in curve))
 
 
 if __name__ == "__main__":

@@ -1,9 +1,13 @@
-"""A cheap linear probe: does the representation separate the weak labels?
+"""Cheap probes: does the representation separate the weak labels?
 
-A ridge linear classifier on frozen, standardised (N, D) embeddings (D = the encoder's
-feature_dim), fitted on a fixed subset of the train split and scored on the val split; the
-score is the mean AUROC over the labels that have both classes on both sides. Logged at every
-epoch end, so a user sees whether the representation improves while it trains.
+`linear`: a ridge linear classifier on frozen, standardised (N, D) embeddings (D = the
+encoder's feature_dim), fitted on a fixed subset of the train split and scored on the val
+split; the score is the mean AUROC over the labels that have both classes on both sides.
+Logged at every epoch end, so a user sees whether the representation improves while it trains.
+
+`knn`: the weighted k-nearest-neighbour vote SSL papers report next to the linear probe
+(Wu et al. 2018, DINO): nothing is fitted, so it asks whether images near each other in the
+embedding share findings, where the linear probe asks whether some direction separates them.
 
 The regularisation strength is chosen per label by leave-one-out cross-validation on the
 train subset (closed form for ridge, so a probe costs about a second), as linear evaluations
@@ -25,6 +29,8 @@ from torch.utils.data import DataLoader
 from ptxssl.datasets.torch_data import CacheDataset
 
 ALPHAS = np.logspace(-1, 5, 13)  # ridge penalties searched per label (features are standardised)
+KNN_K, KNN_T = 20, 0.07  # DINO's kNN evaluation (Caron et al. 2021): cosine similarity, exp(sim / T) votes
+PROBES = ("linear", "knn")
 MIN_PER_CLASS = 3
 
 
@@ -38,37 +44,75 @@ def embed_loader(embed, loader: DataLoader, device: torch.device | str = "cpu") 
     return torch.cat(feats).numpy(), torch.cat(labels).numpy()
 
 
-def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray) -> float:
-    """Mean val AUROC of one logistic regression per label column; NaN if no column qualifies."""
-    scaler = StandardScaler().fit(train_x)
-    tx, vx = scaler.transform(train_x), scaler.transform(val_x)
-    scores = []
+def _normalize(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def probe_predictions(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                      kind: str = "linear") -> dict[int, np.ndarray]:
+    """{label column: (N_val,) scores} of a `linear` (ridge) or `knn` probe, for the columns with
+    both classes on both sides (and at least MIN_PER_CLASS of each in train)."""
+    if kind == "linear":
+        scaler = StandardScaler().fit(train_x)
+        tx, vx = scaler.transform(train_x), scaler.transform(val_x)
+
+        def score(k: int, tk: np.ndarray) -> np.ndarray:
+            return RidgeClassifierCV(alphas=ALPHAS).fit(tx[tk], train_y[tk, k]).decision_function(vx)
+    elif kind == "knn":
+        sim = _normalize(val_x.astype(np.float64)) @ _normalize(train_x.astype(np.float64)).T  # (Nv, Nt)
+
+        def score(k: int, tk: np.ndarray) -> np.ndarray:
+            s, y = sim[:, tk], train_y[tk, k]
+            top = np.argpartition(-s, min(KNN_K, len(y)) - 1, axis=1)[:, :KNN_K]  # (Nv, k)
+            w = np.exp(np.take_along_axis(s, top, axis=1) / KNN_T)
+            return (w * y[top]).sum(1) / w.sum(1)  # similarity-weighted share of positive neighbours
+    else:
+        raise ValueError(f"unknown probe {kind!r}; expected one of {PROBES}")
+    predictions = {}
     for k in range(train_y.shape[1]):
         tk, vk = ~np.isnan(train_y[:, k]), ~np.isnan(val_y[:, k])
         if len(np.unique(train_y[tk, k])) < 2 or len(np.unique(val_y[vk, k])) < 2:
             continue
         if np.bincount(train_y[tk, k].astype(int)).min() < MIN_PER_CLASS:
             continue  # too few positives to fit or measure anything
-        clf = RidgeClassifierCV(alphas=ALPHAS).fit(tx[tk], train_y[tk, k])
-        scores.append(roc_auc_score(val_y[vk, k], clf.decision_function(vx[vk])))
-    return float(np.mean(scores)) if scores else float("nan")
+        predictions[k] = score(k, tk)
+    return predictions
+
+
+def probe_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                 kind: str = "linear") -> dict[int, float]:
+    """{label column: val AUROC} of `probe_predictions` (unknown val labels left out)."""
+    return {k: float(roc_auc_score(val_y[~np.isnan(val_y[:, k]), k], p[~np.isnan(val_y[:, k])]))
+            for k, p in probe_predictions(train_x, train_y, val_x, val_y, kind).items()}
+
+
+def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                kind: str = "linear") -> float:
+    """Mean of `probe_scores` over the label columns; NaN if no column qualifies."""
+    scores = probe_scores(train_x, train_y, val_x, val_y, kind)
+    return float(np.mean(list(scores.values()))) if scores else float("nan")
+
+
+def probe_features(embed, cache: str, max_images: int = 512, batch_size: int = 64,
+                   device: torch.device | str = "cpu", eval_split: str | list[str] = "val"):
+    """(train_x, train_y, held_x, held_y, label names) of an embedding function on (up to
+    `max_images` of) the train split and `eval_split`; None without labels."""
+    train, held_out = CacheDataset(cache, split="train"), CacheDataset(cache, split=eval_split)
+    if train.labels is None or len(held_out) == 0:
+        return None
+    arrays = []
+    for ds, split in ((train, "train"), (held_out, eval_split)):
+        keep = ds.rows[np.linspace(0, len(ds) - 1, min(max_images, len(ds))).astype(int)]
+        arrays += embed_loader(embed, DataLoader(CacheDataset(cache, split=split, rows=keep),
+                                                 batch_size=batch_size), device)
+    return (*arrays, train.label_names)
 
 
 def probe_encoder(embed, cache: str, max_images: int = 512, batch_size: int = 64,
                   device: torch.device | str = "cpu", eval_split: str | list[str] = "val") -> float:
-    """Probe AUROC of an embedding function: fitted on (up to `max_images` of) the train split,
-    scored on `eval_split` (NaN without labels)."""
-    train, held_out = CacheDataset(cache, split="train"), CacheDataset(cache, split=eval_split)
-    if train.labels is None or len(held_out) == 0:
-        return float("nan")
-    loaders = []
-    for ds in (train, held_out):
-        keep = ds.rows[np.linspace(0, len(ds) - 1, min(max_images, len(ds))).astype(int)]
-        loaders.append(DataLoader(CacheDataset(cache, split=eval_split if ds is held_out else "train", rows=keep),
-                                  batch_size=batch_size))
-    tx, ty = embed_loader(embed, loaders[0], device)
-    vx, vy = embed_loader(embed, loaders[1], device)
-    return probe_auroc(tx, ty, vx, vy)
+    """Linear-probe AUROC of an embedding function, mean over findings (NaN without labels)."""
+    features = probe_features(embed, cache, max_images, batch_size, device, eval_split)
+    return float("nan") if features is None else probe_auroc(*features[:4])
 
 
 class ProbeCallback(pl.Callback):

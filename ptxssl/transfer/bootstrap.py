@@ -6,6 +6,8 @@ in the test split; the spread between seeds is reported beside it as ± std.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.stats import rankdata
 
@@ -44,18 +46,24 @@ def auroc_rows(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def auroc_difference(labels: np.ndarray, a: np.ndarray, b: np.ndarray, n_boot: int = N_BOOT,
                      seed: int = 0) -> tuple[float, float, float]:
-    """Mean image AUROC of `a` minus that of `b`, with a paired bootstrap 95% interval.
+    """Mean AUROC over the rows of `a` minus that over the rows of `b`, with a paired bootstrap
+    95% interval over the images (columns). Returns (difference, lo, hi).
 
-    labels: (n,) bool; a, b: (seeds, n) image scores of each row's runs on the same images
-    (the row's AUROC is the mean over its runs, as in the table). Returns (difference, lo, hi).
+    a, b: (rows, n) scores on the same n images: the runs (seeds) of two table rows, with
+    labels (n,) shared by every run; or one score per finding, with labels (rows, n) one per
+    finding. A row whose draw holds one class only is left out of that draw's mean.
     """
-    labels = np.asarray(labels, bool)
     a, b = np.atleast_2d(a), np.atleast_2d(b)
+    labels = np.asarray(labels, bool)
 
     def mean_auroc(scores: np.ndarray, idx: np.ndarray) -> np.ndarray:
-        return np.mean([auroc_rows(labels[idx], s[idx]) for s in scores], axis=0)
+        rows = np.broadcast_to(labels, scores.shape)
+        aurocs = np.array([auroc_rows(y[idx], s[idx]) for y, s in zip(rows, scores)])  # (rows, B)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a draw where every row is one-class
+            return np.nanmean(aurocs, axis=0)
 
-    whole = np.arange(len(labels))[None]
+    whole = np.arange(a.shape[1])[None]
     diff = float((mean_auroc(a, whole) - mean_auroc(b, whole))[0])
-    idx = resample(len(labels), n_boot, seed)
+    idx = resample(a.shape[1], n_boot, seed)
     return (diff, *interval(mean_auroc(a, idx) - mean_auroc(b, idx)))

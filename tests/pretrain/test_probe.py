@@ -1,9 +1,10 @@
-"""The linear probe: finds a planted linear signal, stays near chance without one."""
+"""The probes: find a planted signal, stay near chance without one."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from ptxssl.pretrain.probe import probe_auroc
+from ptxssl.pretrain.probe import PROBES, probe_auroc, probe_scores
 
 
 def _data(n: int, signal: float, seed: int):
@@ -14,13 +15,36 @@ def _data(n: int, signal: float, seed: int):
     return x, y
 
 
-def test_probe_finds_a_planted_signal_and_not_a_missing_one():
+@pytest.mark.parametrize("kind", PROBES)
+def test_probe_finds_a_planted_signal_and_not_a_missing_one(kind):
     tx, ty = _data(300, 2.0, 0)
     vx, vy = _data(200, 2.0, 1)
-    assert probe_auroc(tx, ty, vx, vy) > 0.85
+    assert probe_auroc(tx, ty, vx, vy, kind) > 0.8
     nx, ny = _data(300, 0.0, 2)
     mx, my = _data(200, 0.0, 3)
-    assert 0.35 < probe_auroc(nx, ny, mx, my) < 0.65
+    assert 0.35 < probe_auroc(nx, ny, mx, my, kind) < 0.65
+
+
+def test_knn_follows_neighbours_where_no_direction_separates_the_classes():
+    """Positives on a ring around the negatives: no linear direction separates them, but every
+    image's neighbours share its label, which the kNN vote sees and the linear probe cannot."""
+    def ring(n, seed):
+        rng = np.random.default_rng(seed)
+        y = (rng.random(n) < 0.5).astype(np.float32)
+        angle = rng.uniform(0, 2 * np.pi, n)
+        radius = np.where(y == 1, 3.0, 0.5) + rng.normal(0, 0.1, n)
+        x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], 1) + 5.0  # off the origin for cosine
+        return x.astype(np.float32), y[:, None]
+    tx, ty = ring(400, 0)
+    vx, vy = ring(200, 1)
+    assert probe_scores(tx, ty, vx, vy, "knn")[0] > 0.85
+    assert probe_scores(tx, ty, vx, vy, "linear")[0] < 0.7
+
+
+def test_an_unknown_probe_is_an_error():
+    tx, ty = _data(50, 2.0, 0)
+    with pytest.raises(ValueError, match="unknown probe 'svm'"):
+        probe_scores(tx, ty, tx, ty, "svm")
 
 
 def test_labels_without_enough_positives_or_unknown_are_skipped():

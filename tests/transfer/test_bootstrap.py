@@ -41,3 +41,18 @@ def test_auroc_difference_finds_a_better_scorer_and_not_a_copy():
     assert diff == pytest.approx(expected) and 0 < lo < diff < hi
     diff, lo, hi = auroc_difference(labels, strong, strong)
     assert diff == lo == hi == 0
+
+
+def test_auroc_difference_over_findings_pairs_each_finding_with_its_own_labels():
+    """One label row per finding: the difference is the mean of the per-finding sklearn AUROC
+    differences, and the interval excludes zero for a scorer that is better on every finding."""
+    rng = np.random.default_rng(1)
+    labels = rng.random((3, 600)) < np.array([[0.1], [0.3], [0.5]])  # (findings, images)
+    good = labels + rng.normal(0, 0.7, labels.shape)
+    poor = labels + rng.normal(0, 2.0, labels.shape)
+    diff, lo, hi = auroc_difference(labels, good, poor)
+    expected = np.mean([roc_auc_score(y, g) - roc_auc_score(y, p) for y, g, p in zip(labels, good, poor)])
+    assert diff == pytest.approx(expected)
+    assert 0 < lo < diff < hi
+    shuffled = auroc_difference(labels[:, rng.permutation(600)], good, poor)[0]
+    assert abs(shuffled) < 0.1  # labels of other images: no difference left
