@@ -2,7 +2,7 @@
 
 One module per stage registers its commands on the group in `common.py`:
 data (synth, prepare, info), pretrain, analysis (embed, cluster, anomaly, umap),
-transfer (transfer, compare, predict) and demo.
+transfer (transfer, compare, rescore, predict) and demo.
 """
 from __future__ import annotations
 

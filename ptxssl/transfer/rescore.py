@@ -9,10 +9,16 @@ does.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
+import pandas as pd
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
+from ptxssl.pretrain.config import load_yaml
+from ptxssl.transfer.bootstrap import paired_bootstrap
 from ptxssl.transfer.metrics import (POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val,
                                      tuned_rule)
 from ptxssl.transfer.model import TTA_MODES, load_model
@@ -46,3 +52,18 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
     probs, truth = scored["test"]
     return {"val_tuned": tuned, "test": evaluate(probs, truth, *rule),
             "dice": dice_per_image(binarise(probs, *rule), truth), "max_prob": probs.max(axis=(1, 2))}
+
+
+def against_run(run_dir: str | Path, rescored: dict) -> dict:
+    """The run as trained beside `rescored` (a `rescore` result) on the same test images:
+    {"trained": {"postprocess", "tta", "val_tuned", "test"} from its config.yaml and
+    metrics.json, "siim_difference": (mean per-image Dice difference = the SIIM score's, 95 %
+    paired bootstrap interval low, high)}."""
+    run_dir = Path(run_dir)
+    config = load_yaml(run_dir / "config.yaml") if (run_dir / "config.yaml").is_file() else {}
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    own = pd.read_csv(run_dir / "test_dice.csv")["dice"].to_numpy()
+    diff = np.asarray(rescored["dice"]) - own
+    return {"trained": {"postprocess": config.get("postprocess", "tuned"), "tta": config.get("tta", "none"),
+                        "val_tuned": metrics["val_tuned"], "test": metrics["test"]},
+            "siim_difference": (float(diff.mean()), *paired_bootstrap(diff))}

@@ -1,9 +1,15 @@
 """Re-scoring a finished run under another post-processing / TTA equals training it with them."""
 from __future__ import annotations
 
+import json
+import shutil
+from pathlib import Path
+
 import pandas as pd
 import pytest
+from click.testing import CliRunner
 
+from ptxssl.cli import cli
 from ptxssl.errors import UserError
 from ptxssl.transfer.rescore import rescore
 from tests.helpers import synthetic_cache
@@ -24,6 +30,37 @@ def test_rescore_equals_a_run_trained_with_those_options(siim_cache, tmp_path): 
     other = rescore(tmp_path / "plain", siim_cache, postprocess="triplet", tta="hflip")
     assert other["val_tuned"] == pytest.approx(recipe["val_tuned"], nan_ok=True)
     assert other["test"] == pytest.approx(recipe["test"], abs=1e-6, nan_ok=True)
+
+
+def test_rescore_command_prints_the_run_beside_its_rescore_and_their_difference(siim_cache, tmp_path):  # noqa: F811
+    trained = _run(siim_cache, tmp_path / "run", label_count=12)
+    # its own options: the same numbers twice and a difference of exactly zero
+    result = CliRunner().invoke(cli, ["rescore", str(tmp_path / "run"), "--out", str(tmp_path / "same.json")])
+    assert result.exit_code == 0, result.output
+    assert f"SIIM Dice {trained['test']['siim_dice']:.3f}" in result.output.splitlines()[2]
+    assert "Δ SIIM Dice +0.000 [+0.000, +0.000]" in result.output
+    same = json.loads((tmp_path / "same.json").read_text())
+    assert same["test"] == pytest.approx(same["trained"]["test"], abs=1e-6, nan_ok=True)
+    # another recipe: the JSON holds rescore's own numbers and the per-image mean difference
+    result = CliRunner().invoke(cli, ["rescore", str(tmp_path / "run"), "--postprocess", "triplet", "--tta", "hflip",
+                                      "--out", str(tmp_path / "other.json")])
+    assert result.exit_code == 0, result.output
+    other = json.loads((tmp_path / "other.json").read_text())
+    expected = rescore(tmp_path / "run", siim_cache, postprocess="triplet", tta="hflip")
+    assert other["test"] == pytest.approx(expected["test"], nan_ok=True)
+    own = pd.read_csv(tmp_path / "run" / "test_dice.csv")["dice"].to_numpy()
+    assert other["siim_difference"][0] == pytest.approx((expected["dice"] - own).mean())
+
+
+def test_rescore_command_names_a_missing_run_or_cache(siim_cache, tmp_path):  # noqa: F811
+    result = CliRunner().invoke(cli, ["rescore", str(tmp_path)])
+    assert result.exit_code == 2 and f"{tmp_path}: no metrics.json" in result.output
+    cache = Path(shutil.copy(siim_cache, tmp_path / "cache.h5"))
+    _run(cache, tmp_path / "run", label_count=12, epochs=1)
+    moved = cache.rename(tmp_path / "moved.h5")
+    result = CliRunner().invoke(cli, ["rescore", str(tmp_path / "run")])
+    assert result.exit_code == 2 and f"the cache it was trained on ({cache}) is not there; pass --data" in result.output
+    assert CliRunner().invoke(cli, ["rescore", str(tmp_path / "run"), "--data", str(moved)]).exit_code == 0
 
 
 def test_rescore_names_bad_options_and_folders(siim_cache, tmp_path):  # noqa: F811
