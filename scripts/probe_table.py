@@ -29,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ptxssl.analysis.plots import plt, save_figure
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.files import write_text
@@ -50,26 +51,41 @@ def make_cache(work: Path, args: argparse.Namespace) -> Path:
 
 
 def train_run(name: str, steps: int, cache: Path, work: Path, args: argparse.Namespace) -> tuple[Path, float]:
-    """The run folder of `name` after `steps` steps and the CPU seconds it took (reused if done)."""
+    """The run folder of `name` after `steps` steps and the seconds its training took (reused if
+    done; a resumed run counts the resumed part only)."""
     out = work / "runs" / f"{name}-{steps}"
     timing = out / "seconds.txt"
     if not (out / WEIGHTS_FILE).is_file():
         cfg, mcfg = resolve_config(name, None, {
             "data": str(cache), "out": str(out), "max_steps": steps, "epochs": 100_000,
             "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2})
-        before = float(timing.read_text()) if timing.is_file() else 0.0
         t0 = time.perf_counter()
         pretrain(cfg, mcfg, resume=(out / CHECKPOINT).is_file(), progress=args.progress)
-        write_text(timing, f"{before + time.perf_counter() - t0:.1f}\n")
+        write_text(timing, f"{time.perf_counter() - t0:.1f}\n")
     return out, float(timing.read_text())
 
 
-def probe_curve(run: Path, points: int = 12) -> list[tuple[int, float]]:
-    """(step, probe AUROC) pairs logged by the trainer's probe callback, thinned to ~`points`."""
+def probe_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, probe AUROC) pairs logged by the trainer's probe callback."""
     with open(run / "metrics.csv") as f:
-        curve = [(int(r["step"]), float(r["probe_auroc"])) for r in csv.DictReader(f) if r.get("probe_auroc")]
-    thinned = curve[::max(1, len(curve) // points)]
-    return thinned + curve[-1:] if curve and thinned[-1] != curve[-1] else thinned
+        return [(int(r["step"]), float(r["probe_auroc"])) for r in csv.DictReader(f) if r.get("probe_auroc")]
+
+
+def thinned(curve: list, points: int = 12) -> list:
+    """About `points` evenly spaced items of `curve`, always with its last."""
+    kept = curve[::max(1, len(curve) // points)]
+    return kept + curve[-1:] if kept[-1] != curve[-1] else kept
+
+
+def plot_curves(curves: dict[str, list[tuple[int, float]]], reference: float, path: Path) -> None:
+    """The trainer's probe against steps for each run, random init as a dashed line."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for run, curve in curves.items():
+        ax.plot(*zip(*curve), marker=".", label=run)
+    ax.axhline(reference, color="black", linestyle="--", label="random init")
+    ax.set(xlabel="optimizer steps", ylabel="linear probe AUROC (val)", title="Probe while pretraining")
+    ax.legend(fontsize="small")
+    save_figure(fig, path)
 
 
 def main() -> None:
@@ -85,7 +101,8 @@ def main() -> None:
     ap.add_argument("--per-finding", action="store_true", help="also print each finding's AUROC")
     ap.add_argument("--progress", action="store_true", help="show the training progress bars")
     ap.add_argument("--curve", action="store_true",
-                    help="log the trainer's own probe (val split) every epoch and print it against steps")
+                    help="log the trainer's own probe (val split) every epoch; print it against steps "
+                         "(and plot it to WORK/probe_curve.png)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         work = args.work or Path(tmp)
@@ -133,11 +150,14 @@ def main() -> None:
         print("|---" * (len(rows) + 1) + "|")
         for i, f in enumerate(findings):
             print(f"| {f} | " + " | ".join(f"{auroc[kind][i]:.2f}" for auroc in aurocs) + " |")
-    if any(curves.values()):
+    curves = {run: curve for run, curve in curves.items() if curve}
+    if curves:
         print(f"\nthe trainer's probe (val split) on the random-init encoder: {curve_reference:.3f}")
     for run, curve in curves.items():
-        if curve:
-            print(f"probe during training, {run}: " + ", ".join(f"{s}: {a:.3f}" for s, a in curve))
+        print(f"probe during training, {run}: " + ", ".join(f"{s}: {a:.3f}" for s, a in thinned(curve)))
+    if curves and args.work:
+        plot_curves(curves, curve_reference, args.work / "probe_curve.png")
+        print(f"plot: {args.work / 'probe_curve.png'}")
 
 
 if __name__ == "__main__":
