@@ -35,6 +35,8 @@ from ptxssl.datasets.synth import synthesize
 from ptxssl.files import write_text
 from ptxssl.pretrain.encoder import WEIGHTS_FILE, build_encoder, load_encoder, pooled
 from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.pretrain.methods import get_method
+from ptxssl.pretrain.methods.two_view import TwoViewMethod
 from ptxssl.pretrain.probe import PROBES, probe_encoder, probe_features, probe_predictions
 from ptxssl.pretrain.run import pretrain, resolve_config
 from ptxssl.transfer.bootstrap import auroc_difference, auroc_rows
@@ -53,12 +55,14 @@ def make_cache(work: Path, args: argparse.Namespace) -> Path:
 def train_run(name: str, steps: int, cache: Path, work: Path, args: argparse.Namespace) -> tuple[Path, float]:
     """The run folder of `name` after `steps` steps and the seconds its training took (reused if
     done; a resumed run counts the resumed part only)."""
-    out = work / "runs" / f"{name}-{steps}"
+    views = {"augment": args.augment} if issubclass(get_method(name), TwoViewMethod) else {}
+    out = work / "runs" / f"{name}-{steps}" if views.get("augment", "standard") == "standard" else \
+        work / "runs" / f"{name}-{steps}-{args.augment}"
     timing = out / "seconds.txt"
     if not (out / WEIGHTS_FILE).is_file():
         cfg, mcfg = resolve_config(name, None, {
             "data": str(cache), "out": str(out), "max_steps": steps, "epochs": 100_000,
-            "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2})
+            "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2, **views})
         t0 = time.perf_counter()
         pretrain(cfg, mcfg, resume=(out / CHECKPOINT).is_file(), progress=args.progress)
         write_text(timing, f"{time.perf_counter() - t0:.1f}\n")
@@ -99,6 +103,7 @@ def main() -> None:
     ap.add_argument("--probe-images", type=int, default=1024)
     ap.add_argument("--work", type=Path, help="keep the cache and runs here (default: a temporary folder)")
     ap.add_argument("--per-finding", action="store_true", help="also print each finding's AUROC")
+    ap.add_argument("--augment", default="standard", help="view augmentation of SimCLR / MoCo / BYOL")
     ap.add_argument("--progress", action="store_true", help="show the training progress bars")
     ap.add_argument("--curve", action="store_true",
                     help="log the trainer's own probe (val split) every epoch; print it against steps "
@@ -130,6 +135,8 @@ def main() -> None:
             name, _, steps = item.partition(":")
             steps = int(steps or args.steps)
             out, seconds = train_run(name, steps, cache, work, args)
+            if out.name.endswith(args.augment):
+                name = f"{name}, {args.augment} views"
             rows.append((name, steps, seconds, probe(load_encoder(out)[0])))
             curves[f"{name} ({steps})"] = probe_curve(out)
     labels, findings = held_out["labels"], held_out["findings"]

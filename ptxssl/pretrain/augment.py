@@ -16,12 +16,14 @@ the differences between X-ray machines, exposures and post-processing.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ptxssl.errors import UserError
 
 
 @dataclass
@@ -47,6 +49,23 @@ class AugmentConfig:
         return cls(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), rotate=0.0, translate=0.0, hflip=0.0,
                    brightness=0.0, contrast=0.0, gamma=0.0, blur_p=0.0, noise_p=0.0)
 
+
+
+def augment_preset(name: str, hflip: float = 0.0) -> AugmentConfig:
+    """The view augmentation `--augment NAME` selects (UserError naming the choices otherwise).
+
+    standard: the defaults above. moco-cxr: rotation up to 10 degrees only, as MoCo-CXR
+    (Sowrirajan et al. 2021, https://arxiv.org/abs/2010.05352) chose for chest X-rays, because
+    random crops and blur can remove the finding from a view (it also flipped; here --hflip).
+    """
+    if name == "standard":
+        return AugmentConfig(hflip=hflip)
+    if name == "moco-cxr":
+        return replace(AugmentConfig.identity(), rotate=10.0, hflip=hflip)
+    raise UserError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)} (got {name!r})")
+
+
+AUGMENT_PRESETS = ("standard", "moco-cxr")
 
 def _uniform(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * u

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment
+from ptxssl.errors import UserError
+from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, augment_preset
 
 
 def gen(seed: int) -> torch.Generator:
@@ -94,3 +95,32 @@ def test_masks_follow_the_image_geometry_and_stay_binary():
     # the image part is exactly what forward() gives for the same seed
     same = aug(square.clone(), torch.Generator().manual_seed(3))
     assert torch.equal(same, image)
+
+
+def test_moco_cxr_views_only_rotate_about_the_centre():
+    """A centred radial blob is rotation-invariant: MoCo-CXR's views leave it in place (no
+    crop, shift, intensity change, blur or noise), the standard views do not."""
+    coords = torch.linspace(-1, 1, 32)
+    disc = torch.exp(-(coords[:, None] ** 2 + coords[None, :] ** 2) / 0.2)[None, None].expand(8, 1, 32, 32)
+    rotated = ChestXrayAugment(augment_preset("moco-cxr"))(disc, gen(0))
+    assert (rotated - disc).abs().max() < 0.05
+    assert (ChestXrayAugment(augment_preset("standard"))(disc, gen(0)) - disc).abs().max() > 0.3
+    corner = torch.zeros(1, 1, 32, 32)
+    corner[..., :6, :6] = 1  # off-centre: a rotation moves it, so the views are not the identity
+    assert (ChestXrayAugment(augment_preset("moco-cxr"))(corner.expand(8, -1, -1, -1), gen(0)) - corner).abs().max() > 0.3
+    assert augment_preset("moco-cxr", hflip=0.5).hflip == 0.5
+
+
+def test_an_unknown_augment_preset_names_the_option_and_choices():
+    with pytest.raises(UserError, match="--augment must be one of standard, moco-cxr"):
+        augment_preset("imagenet")
+
+
+def test_the_augment_option_reaches_the_two_view_methods():
+    from ptxssl.pretrain.methods import get_method
+    from ptxssl.pretrain.run import resolve_config
+
+    _, mcfg = resolve_config("byol", None, {"augment": "moco-cxr"})
+    assert get_method("byol")(mcfg, image_size=32).augment.cfg == augment_preset("moco-cxr")
+    with pytest.raises(UserError, match="--augment must be one of"):
+        resolve_config("simclr", None, {"augment": "imagenet"})

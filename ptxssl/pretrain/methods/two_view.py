@@ -17,7 +17,7 @@ from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, views_figure
+from ptxssl.pretrain.augment import ChestXrayAugment, augment_preset, views_figure
 from ptxssl.pretrain.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH
 from ptxssl.pretrain.methods.base import Method, MethodConfig
@@ -32,6 +32,12 @@ class TwoViewConfig(MethodConfig):
                                "(SimCLR/MoCo/BYOL).")
     hflip: float = opt(0.0, "Horizontal-flip probability per augmented view; 0 because a flip puts the "
                             "heart on the wrong side (SimCLR/MoCo/BYOL).")
+    augment: str = opt("standard", "View augmentation: standard (crop, rotation, shift, intensity, blur, "
+                                   "noise) or moco-cxr (rotation only: crops and blur can cut a finding "
+                                   "out of a view) (SimCLR/MoCo/BYOL).")
+
+    def __post_init__(self) -> None:
+        augment_preset(self.augment)  # a bad --augment fails when the config is resolved
 
 
 @dataclass
@@ -42,6 +48,7 @@ class MomentumConfig(TwoViewConfig):
                                 "schedule (MoCo/BYOL).")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 <= self.momentum <= 1:
             raise UserError(f"--momentum must be in [0, 1] (got {self.momentum}); try 0.99")
 
@@ -55,7 +62,7 @@ class TwoViewMethod(Method):
     def __init__(self, cfg: TwoViewConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
                  arch: str = DEFAULT_ARCH) -> None:
         super().__init__(cfg, in_channels, image_size, num_classes, arch)
-        self.augment = ChestXrayAugment(AugmentConfig(hflip=cfg.hflip))
+        self.augment = ChestXrayAugment(augment_preset(cfg.augment, cfg.hflip))
 
     @torch.no_grad()
     def write_figures(self, batch: dict, out_dir: Path) -> list[Path]:
