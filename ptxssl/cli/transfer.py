@@ -7,6 +7,8 @@ import click
 
 from ptxssl.cli.common import cli, config_options, echo_config, numbers
 from ptxssl.errors import UserError
+from ptxssl.transfer.metrics import POSTPROCESS_MODES
+from ptxssl.transfer.model import TTA_MODES
 
 
 @cli.command()
@@ -151,9 +153,9 @@ def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | No
 
 @cli.command()
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--postprocess", default="tuned", type=click.Choice(["tuned", "fixed", "triplet"]),
+@click.option("--postprocess", default="tuned", type=click.Choice(POSTPROCESS_MODES),
               help="Post-processing rule to tune on the run's val images.")
-@click.option("--tta", default="none", type=click.Choice(["none", "hflip"]), help="Test-time augmentation.")
+@click.option("--tta", default="none", type=click.Choice(TTA_MODES), help="Test-time augmentation.")
 @click.option("--threshold", default=0.5, help="Threshold of --postprocess fixed.")
 @click.option("--data", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="The cache the run was trained on [default: the one its config.yaml names].")
@@ -178,7 +180,8 @@ def rescore(run_dir: Path, postprocess: str, tta: str, threshold: float, data: P
         raise UserError(f"{run_dir}: no metrics.json; pass a finished `ptxssl transfer` run folder")
     if data is None:
         config = run_dir / "config.yaml"
-        data = Path(load_yaml(config)["data"]) if config.is_file() else None
+        saved = load_yaml(config).get("data") if config.is_file() else None
+        data = Path(saved) if saved else None
         if data is None or not data.is_file():
             raise UserError(f"{run_dir}: the cache it was trained on ({data}) is not there; pass --data")
     echo_config("rescore", {"run": run_dir, "data": data, "postprocess": postprocess, "tta": tta})
@@ -187,8 +190,8 @@ def rescore(run_dir: Path, postprocess: str, tta: str, threshold: float, data: P
     old = report["trained"]
 
     def line(label: str, test: dict, tuned: dict) -> str:
-        threshold, area, bottom = tuned_rule(tuned)
-        rule = f"threshold {threshold:.2f}, min area {area:.3g}" + (f", bottom {bottom:.2f}" if bottom else "")
+        cut, area, bottom = tuned_rule(tuned)
+        rule = f"threshold {cut:.2f}, min area {area:.3g}" + (f", bottom {bottom:.2f}" if bottom else "")
         return (f"  {label:<28} SIIM Dice {test['siim_dice']:.3f}  positive Dice {test['positive_dice']:.3f}  "
                 f"image AUROC {test['image_auroc']:.3f}  ({rule})")
 

@@ -50,6 +50,8 @@ class AugmentConfig:
                    brightness=0.0, contrast=0.0, gamma=0.0, blur_p=0.0, noise_p=0.0)
 
 
+AUGMENT_PRESETS = ("standard", "moco-cxr")
+
 
 def augment_preset(name: str, hflip: float = 0.0) -> AugmentConfig:
     """The view augmentation `--augment NAME` selects (UserError naming the choices otherwise).
@@ -64,8 +66,6 @@ def augment_preset(name: str, hflip: float = 0.0) -> AugmentConfig:
         return replace(AugmentConfig.identity(), rotate=10.0, hflip=hflip)
     raise UserError(f"--augment must be one of {', '.join(AUGMENT_PRESETS)} (got {name!r})")
 
-
-AUGMENT_PRESETS = ("standard", "moco-cxr")
 
 def _uniform(u: torch.Tensor, lo: float, hi: float) -> torch.Tensor:
     return lo + (hi - lo) * u

@@ -94,7 +94,7 @@ def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val
 
 
 def probe_features(embed, cache: str, max_images: int = 512, batch_size: int = 64,
-                   device: torch.device | str = "cpu", eval_split: str | list[str] = "val"):
+                   device: torch.device | str = "cpu", eval_split: str | list[str] = "val") -> tuple | None:
     """(train_x, train_y, held_x, held_y, label names) of an embedding function on (up to
     `max_images` of) the train split and `eval_split`; None without labels."""
     train, held_out = CacheDataset(cache, split="train"), CacheDataset(cache, split=eval_split)
