@@ -1,17 +1,20 @@
-"""Linear-probe table: does a short CPU pretraining beat a random-init encoder?
+"""Probe table: does a CPU pretraining beat a random-init encoder?
 
 Makes a synthetic ChestX-ray14-format cache, pretrains each method, and probes every encoder
 (a ridge linear probe and a kNN vote on frozen pooled features -> val + test AUROC per NIH
 finding) next to a random-init encoder, with the same probes:
 
-    python scripts/probe_table.py --count 1600 --size 64 --steps 300 --methods ae,vae,simclr,moco,byol
+    python scripts/probe_table.py --work /tmp/probe64big --count 8000 --size 64 --steps 300 \
+        --methods ae,vae,simclr,moco,byol --per-finding --curve
 
-`--methods ae:3000,simclr` gives one method its own step count. `--work DIR` keeps the cache
+`--methods ae:3000,simclr` gives one method its own step count; `--augment moco-cxr` trains the
+two-view methods on MoCo-CXR's views (its runs are kept apart from the standard ones). `--work DIR` keeps the cache
 and the runs: a finished run is reused, an interrupted one resumes from its last checkpoint,
 so a long table can be built over several sessions. `supervised` (the 14 weak labels) is
-allowed as a ceiling: what a probe reaches when the encoder was trained on the labels.
+allowed as a reference: what a probe reaches when the encoder was trained on the labels.
+Each row's Δ vs random comes with a paired bootstrap 95 % interval over the held-out images.
 
-The probe is fitted on up to --probe-images train images and scored on the val + test splits
+The probes are fitted on up to --probe-images train images and scored on the val + test splits
 (more held-out positives than val alone), choosing its regularisation per finding by
 cross-validation on the train images (see ptxssl/pretrain/probe.py). `--per-finding` adds a
 table of every finding's AUROC, which shows where encoders differ and where nothing does.
@@ -52,21 +55,21 @@ def make_cache(work: Path, args: argparse.Namespace) -> Path:
     return cache
 
 
-def train_run(name: str, steps: int, cache: Path, work: Path, args: argparse.Namespace) -> tuple[Path, float]:
-    """The run folder of `name` after `steps` steps and the seconds its training took (reused if
-    done; a resumed run counts the resumed part only)."""
-    views = {"augment": args.augment} if issubclass(get_method(name), TwoViewMethod) else {}
-    out = work / "runs" / f"{name}-{steps}" if views.get("augment", "standard") == "standard" else \
-        work / "runs" / f"{name}-{steps}-{args.augment}"
+def train_run(name: str, steps: int, cache: Path, work: Path, args: argparse.Namespace) -> tuple[str, Path, float]:
+    """(table label, run folder, seconds its training took) of `name` after `steps` steps; a
+    finished run is reused, and a resumed one counts the resumed part only."""
+    views = args.augment if issubclass(get_method(name), TwoViewMethod) and args.augment != "standard" else ""
+    out = work / "runs" / (f"{name}-{steps}-{views}" if views else f"{name}-{steps}")
     timing = out / "seconds.txt"
     if not (out / WEIGHTS_FILE).is_file():
         cfg, mcfg = resolve_config(name, None, {
             "data": str(cache), "out": str(out), "max_steps": steps, "epochs": 100_000,
-            "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2, **views})
+            "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2,
+            **({"augment": views} if views else {})})
         t0 = time.perf_counter()
         pretrain(cfg, mcfg, resume=(out / CHECKPOINT).is_file(), progress=args.progress)
         write_text(timing, f"{time.perf_counter() - t0:.1f}\n")
-    return out, float(timing.read_text())
+    return (f"{name}, {views} views" if views else name), out, float(timing.read_text())
 
 
 def probe_curve(run: Path) -> list[tuple[int, float]]:
@@ -134,11 +137,9 @@ def main() -> None:
         for item in args.methods.split(","):
             name, _, steps = item.partition(":")
             steps = int(steps or args.steps)
-            out, seconds = train_run(name, steps, cache, work, args)
-            if out.name.endswith(args.augment):
-                name = f"{name}, {args.augment} views"
-            rows.append((name, steps, seconds, probe(load_encoder(out)[0])))
-            curves[f"{name} ({steps})"] = probe_curve(out)
+            label, out, seconds = train_run(name, steps, cache, work, args)
+            rows.append((label, steps, seconds, probe(load_encoder(out)[0])))
+            curves[f"{label} ({steps})"] = probe_curve(out)
     labels, findings = held_out["labels"], held_out["findings"]
     aurocs = [{kind: auroc_rows(labels, scores[kind]) for kind in PROBES} for *_, scores in rows]  # (findings,)
     print(f"\n{args.count} synthetic ChestX-ray14 images at {args.size} px, batch {args.batch_size}, seed {args.seed}; "
