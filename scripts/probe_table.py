@@ -8,10 +8,11 @@ finding) next to a random-init encoder, with the same probes:
         --methods ae,vae,simclr,moco,byol --per-finding --curve
 
 `--methods ae:3000,simclr` gives one method its own step count; `--augment moco-cxr` trains the
-two-view methods on MoCo-CXR's views (its runs are kept apart from the standard ones). `--work DIR` keeps the cache
-and the runs: a finished run is reused, an interrupted one resumes from its last checkpoint,
-so a long table can be built over several sessions. `supervised` (the 14 weak labels) is
-allowed as a reference: what a probe reaches when the encoder was trained on the labels.
+two-view methods on MoCo-CXR's views (its runs are kept apart from the standard ones).
+`--work DIR` keeps the cache and the runs: a finished run is reused, an interrupted one resumes
+from its last checkpoint, so a long table can be built over several sessions. `supervised`
+(the 14 weak labels) is allowed as a reference: what a probe reaches when the encoder was
+trained on the labels.
 Each row's Δ vs random comes with a paired bootstrap 95 % interval over the held-out images.
 
 The probes are fitted on up to --probe-images train images and scored on the val + test splits
@@ -117,30 +118,30 @@ def main() -> None:
         work.mkdir(parents=True, exist_ok=True)
         cache = make_cache(work, args)
 
-        held_out = {}
-
-        def probe(encoder) -> dict[str, np.ndarray]:
-            """{probe kind: (findings, held-out images) scores} of an encoder's pooled features."""
+        def probe(encoder) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
+            """({probe kind: (findings, held-out images) scores}, (findings, held-out images)
+            labels, finding names) of an encoder's pooled features; the labels and names are the
+            same for every encoder."""
             encoder.eval()
             tx, ty, vx, vy, names = probe_features(lambda x: pooled(encoder, x), str(cache),
                                                    max_images=args.probe_images, eval_split=["val", "test"])
             out = {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}
             columns = list(out["linear"])
-            held_out.update(labels=vy[:, columns].T.astype(bool), findings=[names[k] for k in columns])
-            return {kind: np.stack([out[kind][k] for k in columns]) for kind in PROBES}
+            return ({kind: np.stack([out[kind][k] for k in columns]) for kind in PROBES},
+                    vy[:, columns].T.astype(bool), [names[k] for k in columns])
 
         torch.manual_seed(args.seed)
         random_encoder = build_encoder(1).eval()
-        rows, curves = [("random init", 0, None, probe(random_encoder))], {}
+        random_scores, labels, findings = probe(random_encoder)
+        rows, curves = [("random init", 0, None, random_scores)], {}
         # the callback's probe (ProbeCallback defaults: val split, 512 train images) of random init
         curve_reference = probe_encoder(lambda x: pooled(random_encoder, x), str(cache))
         for item in args.methods.split(","):
             name, _, steps = item.partition(":")
             steps = int(steps or args.steps)
             label, out, seconds = train_run(name, steps, cache, work, args)
-            rows.append((label, steps, seconds, probe(load_encoder(out)[0])))
+            rows.append((label, steps, seconds, probe(load_encoder(out)[0])[0]))
             curves[f"{label} ({steps})"] = probe_curve(out)
-    labels, findings = held_out["labels"], held_out["findings"]
     aurocs = [{kind: auroc_rows(labels, scores[kind]) for kind in PROBES} for *_, scores in rows]  # (findings,)
     print(f"\n{args.count} synthetic ChestX-ray14 images at {args.size} px, batch {args.batch_size}, seed {args.seed}; "
           f"probes fitted on {args.probe_images} train images, scored on {labels.shape[1]} val + test images")

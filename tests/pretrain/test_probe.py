@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ptxssl.pretrain.probe import PROBES, probe_auroc, probe_scores
+from ptxssl.pretrain.probe import probe_auroc, probe_scores
 
 
 def _data(n: int, signal: float, seed: int):
@@ -15,11 +15,11 @@ def _data(n: int, signal: float, seed: int):
     return x, y
 
 
-@pytest.mark.parametrize("kind", PROBES)
-def test_probe_finds_a_planted_signal_and_not_a_missing_one(kind):
+@pytest.mark.parametrize("kind, floor", [("linear", 0.85), ("knn", 0.8)])
+def test_probe_finds_a_planted_signal_and_not_a_missing_one(kind, floor):
     tx, ty = _data(300, 2.0, 0)
     vx, vy = _data(200, 2.0, 1)
-    assert probe_auroc(tx, ty, vx, vy, kind) > 0.8
+    assert probe_auroc(tx, ty, vx, vy, kind) > floor  # the fitted linear probe is held to its old bound
     nx, ny = _data(300, 0.0, 2)
     mx, my = _data(200, 0.0, 3)
     assert 0.35 < probe_auroc(nx, ny, mx, my, kind) < 0.65
