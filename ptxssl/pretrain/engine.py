@@ -122,6 +122,9 @@ def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
     if rank_zero_only.rank != 0:  # a DDP worker started by rank 0, which checked already
         return ckpt if resume else None
     if resume:
+        if not ckpt.is_file() and (out / "metrics.json").is_file():  # a finished transfer run
+            raise UserError(f"--resume: {out} is a finished run whose checkpoints were removed; to extend "
+                            "a run, train it with --keep-checkpoints, or start again with --overwrite")
         if not ckpt.is_file():
             raise UserError(f"--resume: no checkpoint at {ckpt}; start the run without --resume")
         check_checkpoint(ckpt)
@@ -147,6 +150,12 @@ def clear_run_dir(out: Path, outputs: tuple[str, ...]) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
+
+
+def drop_checkpoints(out: Path) -> None:
+    """Remove a finished run's checkpoints/: weights with optimizer state (~0.3 GB each for a
+    ResNet-34 UNet with Adam) that only a resume needs; the run's result is saved apart."""
+    shutil.rmtree(out / CHECKPOINT.parent, ignore_errors=True)
 
 
 def check_checkpoint(ckpt: Path) -> None:

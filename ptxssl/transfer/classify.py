@@ -14,7 +14,8 @@ frozen (weights and BatchNorm statistics), draws its probability map and the enc
 smp adapts ImageNet weights). The UNet's weights are saved inside classifier.safetensors, so
 the run folder stands alone.
 
-Run folder: config.yaml, labelled.csv, metrics.csv, checkpoints/, metrics.json,
+Run folder: config.yaml, labelled.csv, metrics.csv, checkpoints/ (while training, or with
+--keep-checkpoints), metrics.json,
 test_scores.csv (image_id, probability, label), classifier.safetensors (tensors only) and
 classifier.json (what `load_classifier` and `predict --classifier` need).
 """
@@ -43,7 +44,7 @@ from ptxssl.transfer.losses import DEFAULT_LOSS
 from ptxssl.transfer.metrics import image_auroc, image_detection
 from ptxssl.transfer.model import MODEL_DIR, TTA_MODES, build_unet, file_sha1, load_model, probabilities, unet_arch
 from ptxssl.transfer.module import SegmentationModule
-from ptxssl.transfer.run import fit_best, load_run_data, record_subset
+from ptxssl.transfer.run import finish_run, fit_best, load_run_data, record_subset
 
 TASKS = ("segment", "classify")
 WEIGHTS, META = "classifier.safetensors", "classifier.json"
@@ -195,8 +196,7 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
                                        "encoder_channels": encoder_channels, "threshold": tuned["threshold"],
                                        "tta": cfg.tta, "encoder": init, "mask_input": mask_meta,
                                        "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []})
-    write_json(out / "metrics.json", metrics)  # last: its presence marks a finished run
-    return metrics
+    return finish_run(cfg, out, metrics)
 
 
 def _mask_model(cfg) -> tuple[nn.Module | None, dict | None]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -84,11 +83,7 @@ def run_cell(base: TransferConfig, out: Path, init: str, fraction: float, seed: 
         return json.loads(done.read_text())
     resume = (out / CHECKPOINT).is_file()
     cfg = replace(base, encoder=init, label_fraction=fraction, label_count=0, seed=seed, fold=fold, out=str(out))
-    metrics = transfer(cfg, resume=resume, overwrite=out.exists() and not resume, progress=progress)
-    # a finished cell is never resumed and its model is in model/: its training checkpoints
-    # (~0.3 GB each for a ResNet-34 UNet with Adam state) would fill the disk over a grid
-    shutil.rmtree(out / CHECKPOINT.parent, ignore_errors=True)
-    return metrics
+    return transfer(cfg, resume=resume, overwrite=out.exists() and not resume, progress=progress)
 
 
 def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[float], seeds: list[int],

@@ -26,7 +26,7 @@ from ptxssl.files import write_csv, write_json
 from ptxssl.pretrain.config import TrainConfig, opt, resolve
 from ptxssl.pretrain.data import train_loader
 from ptxssl.pretrain.encoder import NORMALIZATION
-from ptxssl.pretrain.engine import clear_run_dir, fit, prepare_run_dir
+from ptxssl.pretrain.engine import clear_run_dir, drop_checkpoints, fit, prepare_run_dir
 from ptxssl.transfer.averaging import average_checkpoints, top_k_paths
 from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val, tuned_rule
 from ptxssl.transfer.model import META_FILE, MODEL_DIR, TTA_MODES, build_unet, save_model
@@ -88,6 +88,9 @@ class TransferConfig(TrainConfig):
                               "as a channel beside the image ([map, image, image]: the published cascade).")
     average_top_k: int = opt(0, "Test (and save) the mean weights of the K best epochs by val score; 0 or 1: "
                                 "the best epoch.")
+    keep_checkpoints: bool = opt(False, "Keep checkpoints/ once the run has finished (weights with optimizer "
+                                        "state, ~0.3 GB each for a ResNet-34 UNet), so `--resume --epochs N` "
+                                        "can extend it; the trained model is in the run folder either way.")
 
 
 def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None,
@@ -221,7 +224,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     """Train, pick the best epoch, tune post-processing on val, score test; return metrics.
 
     The run folder gets config.yaml, labelled.csv (the training subset), metrics.csv,
-    checkpoints/, metrics.json, model/ (smp `save_pretrained`) and ptxssl.json.
+    metrics.json, model/ (smp `save_pretrained`), ptxssl.json, and checkpoints/ while it trains
+    (kept afterwards with --keep-checkpoints).
     """
     if cfg.task != "segment":  # classify, or a one-line error naming --task
         from ptxssl.transfer.classify import classify  # here, not at the top: classify.py imports this module
@@ -260,7 +264,15 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
             "tta": cfg.tta, "encoder": init, "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []}
     save_model(module.unet, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
-    write_json(out / "metrics.json", metrics)  # last: `compare` takes a cell with metrics.json as finished
+    return finish_run(cfg, out, metrics)
+
+
+def finish_run(cfg: TransferConfig, out: Path, metrics: dict) -> dict:
+    """Write metrics.json last (`compare` takes a cell with it as finished), then drop the
+    checkpoints unless --keep-checkpoints: a grid of runs would otherwise fill the disk."""
+    write_json(out / "metrics.json", metrics)
+    if not cfg.keep_checkpoints:
+        drop_checkpoints(out)
     return metrics
 
 

@@ -99,7 +99,7 @@ def test_classifier_encoder_starts_from_the_pretrained_file(siim_cache, tmp_path
 
 def test_resumed_classify_run_matches_an_uninterrupted_one(classify_run, siim_cache, tmp_path):  # noqa: F811
     options = {"data": str(siim_cache), "out": str(tmp_path / "run"), **FAST, "task": "classify"}
-    first = transfer(resolve_config(None, {**options, "epochs": 1}), progress=False)
+    first = transfer(resolve_config(None, {**options, "epochs": 1, "keep_checkpoints": True}), progress=False)
     resumed = transfer(resolve_config(None, options), resume=True, progress=False)  # epochs 2, as classify_run
     full = json.loads((classify_run / "metrics.json").read_text())
     assert first["epochs_run"] == 1 and resumed["steps"] == full["steps"] > first["steps"]

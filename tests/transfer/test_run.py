@@ -42,8 +42,9 @@ def test_transfer_writes_metrics_model_and_subset(siim_cache, tmp_path):
     metrics = _run(siim_cache, tmp_path / "run", label_count=10)
     run = tmp_path / "run"
     for name in ("config.yaml", "labelled.csv", "metrics.csv", "metrics.json", "test_dice.csv",
-                 "ptxssl.json", "model/config.json", "model/model.safetensors", "checkpoints/best.ckpt"):
+                 "ptxssl.json", "model/config.json", "model/model.safetensors"):
         assert (run / name).is_file(), name
+    assert not (run / "checkpoints").exists()  # a finished run drops its ~0.3 GB training checkpoints
     assert json.loads((run / "metrics.json").read_text()) == metrics
     test = metrics["test"]
     assert 0 <= test["siim_dice"] <= 1 and 0 <= test["positive_dice"] <= 1
@@ -76,15 +77,21 @@ def test_pretrained_encoder_starts_the_unet_and_freezing_keeps_it(siim_cache, tm
                                                      fresh.decoder.state_dict().values()))
 
 
-def test_same_seed_same_result_and_resume_finishes(siim_cache, tmp_path):
+def test_same_seed_same_result_and_resume_extends_a_kept_run(siim_cache, tmp_path):
     a = _run(siim_cache, tmp_path / "a", epochs=2)
-    b = _run(siim_cache, tmp_path / "b", epochs=1)
+    b = _run(siim_cache, tmp_path / "b", epochs=1, keep_checkpoints=True)
+    assert (tmp_path / "b" / "checkpoints" / "last.ckpt").is_file()
     cfg = resolve_config(None, {"data": str(siim_cache), "out": str(tmp_path / "b"), **FAST, "epochs": 2})
     resumed = transfer(cfg, resume=True, progress=False)
     assert b["epochs_run"] == 1 and resumed["steps"] == a["steps"]
     assert resumed["test"]["siim_dice"] == pytest.approx(a["test"]["siim_dice"], abs=1e-6)
+    assert not (tmp_path / "b" / "checkpoints").exists()  # the extended run was not told to keep them
     with pytest.raises(UserError, match="already holds a run"):
         _run(siim_cache, tmp_path / "a")
+    # a finished run without its checkpoints cannot be extended: the error says how to keep them
+    with pytest.raises(UserError, match="--keep-checkpoints"):
+        transfer(resolve_config(None, {"data": str(siim_cache), "out": str(tmp_path / "a"), **FAST}),
+                 resume=True, progress=False)
 
 
 def test_bad_label_fraction_and_missing_cache_are_named(siim_cache, tmp_path):
@@ -120,7 +127,8 @@ def _hflip_probs(model, images: list[np.ndarray], size: int) -> np.ndarray:
 
 def test_competition_recipe_run_records_it_and_predict_applies_it(siim_cache, tmp_path):
     run = tmp_path / "run"
-    metrics = _run(siim_cache, run, postprocess="triplet", tta="hflip", average_top_k=2, label_count=8)
+    metrics = _run(siim_cache, run, postprocess="triplet", tta="hflip", average_top_k=2, label_count=8,
+                   keep_checkpoints=True)
     tuned, test = metrics["val_tuned"], metrics["test"]
     # the triplet was searched on val, on its grid, with bottom <= top, and used for test
     assert tuned["mode"] == "triplet" and tuned["threshold"] in TRIPLET_TOPS and tuned["bottom"] in TRIPLET_BOTTOMS
