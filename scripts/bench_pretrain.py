@@ -26,7 +26,7 @@ import torch
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.pretrain.data import train_loader
+from ptxssl.engine.data import train_loader
 from ptxssl.pretrain.methods import get_method
 from ptxssl.pretrain.run import pretrain, resolve_config
 

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ptxssl.files import write_text
-from ptxssl.pretrain.config import load_yaml
+from ptxssl.engine.config import load_yaml
 from ptxssl.transfer.cascade import cascade_scores
 from ptxssl.transfer.bootstrap import paired_bootstrap
 from ptxssl.transfer.compare import cell_name

@@ -38,7 +38,7 @@ from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.files import write_text
 from ptxssl.pretrain.encoder import WEIGHTS_FILE, build_encoder, load_encoder, pooled
-from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.engine.trainer import CHECKPOINT
 from ptxssl.pretrain.methods import get_method
 from ptxssl.pretrain.methods.two_view import TwoViewMethod
 from ptxssl.pretrain.probe import PROBES, probe_encoder, probe_features, probe_predictions

@@ -57,7 +57,7 @@ def config_options(classes: dict[str, type], skip: tuple[str, ...] = ()):
     config file and the method's defaults."""
     import dataclasses
 
-    from ptxssl.pretrain.config import field_help
+    from ptxssl.engine.config import field_help
 
     specs: dict[str, tuple[type, str]] = {}
     defaults: dict[str, dict[str, object]] = {}

@@ -41,7 +41,7 @@ def pretrain(method: str | None, config_file: Path | None, resume: bool, overwri
     """
     import yaml
 
-    from ptxssl.pretrain.config import flat
+    from ptxssl.engine.config import flat
     from ptxssl.pretrain.run import pretrain as run
     from ptxssl.pretrain.run import resolve_config
 

@@ -74,7 +74,7 @@ def transfer(config_file: Path | None, resume: bool, overwrite: bool, print_conf
     """
     import yaml
 
-    from ptxssl.pretrain.config import flat
+    from ptxssl.engine.config import flat
     from ptxssl.transfer.run import resolve_config, transfer as run
 
     overrides = {k: v for k, v in options.items() if v is not None}
@@ -123,7 +123,7 @@ def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | No
     changed on top is listed in the table as a departure from the protocol. A grid has one
     encoder arch: --arch, or the one the encoder files share (random / imagenet rows use it too).
     """
-    from ptxssl.pretrain.config import flat
+    from ptxssl.engine.config import flat
     from ptxssl.transfer.compare import compare as run, parse_encoders
     from ptxssl.transfer.protocol import check_protocol_keys, departures, load_protocol
     from ptxssl.transfer.run import TransferConfig, resolve_config
@@ -171,7 +171,7 @@ def rescore(run_dir: Path, postprocess: str, tta: str, threshold: float, data: P
     it with the paired 95 % interval of the difference over the test images.
     """
     from ptxssl.files import write_json
-    from ptxssl.pretrain.config import load_yaml
+    from ptxssl.engine.config import load_yaml
     from ptxssl.transfer.metrics import tuned_rule
     from ptxssl.transfer.rescore import against_run
     from ptxssl.transfer.rescore import rescore as rescore_run

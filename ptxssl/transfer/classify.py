@@ -39,7 +39,7 @@ from ptxssl.datasets.cache import cache_channels
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_csv, write_json
 from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim, first_conv
-from ptxssl.pretrain.engine import clear_run_dir, prepare_run_dir
+from ptxssl.engine.trainer import clear_run_dir, prepare_run_dir
 from ptxssl.transfer.losses import DEFAULT_LOSS
 from ptxssl.transfer.metrics import image_auroc, image_detection
 from ptxssl.transfer.model import MODEL_DIR, TTA_MODES, build_unet, file_sha1, load_model, probabilities, unet_arch

@@ -24,7 +24,7 @@ import pandas as pd
 from ptxssl.datasets.cache import read_cache
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
-from ptxssl.pretrain.engine import CHECKPOINT
+from ptxssl.engine.trainer import CHECKPOINT
 from ptxssl.transfer.bootstrap import auroc_difference, paired_bootstrap
 from ptxssl.transfer.model import init_arch, is_encoder_file
 from ptxssl.transfer.protocol import run_splits

@@ -11,9 +11,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment
-from ptxssl.pretrain.config import flat
+from ptxssl.engine.config import flat
 from ptxssl.pretrain.encoder import NORMALIZATION, first_conv
-from ptxssl.pretrain.engine import EngineModule
+from ptxssl.engine.trainer import EngineModule
 from ptxssl.transfer.losses import SegmentationLoss
 from ptxssl.transfer.model import model_input, probabilities
 

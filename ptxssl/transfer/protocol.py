@@ -19,7 +19,7 @@ import yaml
 
 from ptxssl.datasets.cache import read_cache
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import load_yaml
+from ptxssl.engine.config import load_yaml
 
 PROTOCOL_DIR = Path(__file__).parent / "protocols"
 SPLITS = ("train", "val", "test")

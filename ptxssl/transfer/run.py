@@ -23,10 +23,10 @@ from ptxssl.datasets.cache import cache_channels
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.files import write_csv, write_json
-from ptxssl.pretrain.config import TrainConfig, opt, resolve
-from ptxssl.pretrain.data import train_loader
+from ptxssl.engine.config import TrainConfig, opt, resolve
+from ptxssl.engine.data import train_loader
 from ptxssl.pretrain.encoder import NORMALIZATION
-from ptxssl.pretrain.engine import clear_run_dir, drop_checkpoints, fit, prepare_run_dir
+from ptxssl.engine.trainer import clear_run_dir, drop_checkpoints, fit, prepare_run_dir
 from ptxssl.transfer.averaging import average_checkpoints, top_k_paths
 from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val, tuned_rule
 from ptxssl.transfer.model import META_FILE, MODEL_DIR, TTA_MODES, build_unet, save_model

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import flat
+from ptxssl.engine.config import flat
 from ptxssl.pretrain.methods import METHODS
 from ptxssl.pretrain.run import resolve_config
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from ptxssl.errors import UserError
 from ptxssl.pretrain.encoder import build_encoder
-from ptxssl.pretrain.engine import NonFiniteLossError
+from ptxssl.engine.trainer import NonFiniteLossError
 from ptxssl.pretrain.methods import ae as ae_module
 from ptxssl.pretrain.run import load_method, pretrain, resolve_config
 

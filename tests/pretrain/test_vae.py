@@ -15,9 +15,10 @@ from ptxssl.datasets.phantom import render, sample_patient
 from ptxssl.datasets.synth import synthesize
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import TrainConfig, flat
-from ptxssl.pretrain.data import train_loader
-from ptxssl.pretrain.engine import CHECKPOINT, MethodModule, make_trainer
+from ptxssl.engine.config import TrainConfig, flat
+from ptxssl.engine.data import train_loader
+from ptxssl.engine.trainer import CHECKPOINT, make_trainer
+from ptxssl.pretrain.module import MethodModule
 from ptxssl.pretrain.methods.vae import VAE, VAEConfig, kl_to_standard_normal
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ptxssl.pretrain.config import opt
+from ptxssl.engine.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH, deepest
 from ptxssl.pretrain.methods.base import Method, MethodConfig
 from ptxssl.pretrain.methods.decoder import Bottleneck, ConvDecoder

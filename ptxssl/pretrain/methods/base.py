@@ -18,7 +18,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.pretrain.config import opt
+from ptxssl.engine.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH, build_encoder, feature_dim, pooled
 
 

@@ -29,7 +29,7 @@ import torch
 from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
-from ptxssl.pretrain.config import opt
+from ptxssl.engine.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 

@@ -38,7 +38,7 @@ from lightly.models.modules import MoCoProjectionHead
 from lightly.utils import dist
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import opt
+from ptxssl.engine.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 

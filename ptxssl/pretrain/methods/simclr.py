@@ -27,7 +27,7 @@ from lightly.loss import NTXentLoss
 from lightly.models.modules import SimCLRProjectionHead
 from lightly.utils import dist
 
-from ptxssl.pretrain.config import opt
+from ptxssl.engine.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import TwoViewConfig, TwoViewMethod
 

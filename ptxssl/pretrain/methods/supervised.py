@@ -16,8 +16,8 @@ from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import opt
-from ptxssl.pretrain.data import WithTargets
+from ptxssl.engine.config import opt
+from ptxssl.engine.data import WithTargets
 from ptxssl.pretrain.methods.base import LabelMethod, MethodConfig
 
 TARGETS = ("all", "pneumothorax")

@@ -18,7 +18,7 @@ from lightly.utils.scheduler import cosine_schedule
 
 from ptxssl.errors import UserError
 from ptxssl.pretrain.augment import ChestXrayAugment, augment_preset, views_figure
-from ptxssl.pretrain.config import opt
+from ptxssl.engine.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH
 from ptxssl.pretrain.methods.base import Method, MethodConfig
 

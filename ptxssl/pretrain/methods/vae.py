@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import opt
+from ptxssl.engine.config import opt
 from ptxssl.pretrain.encoder import DEFAULT_ARCH, deepest
 from ptxssl.pretrain.methods.ae import AEConfig, reconstruction_loss
 from ptxssl.pretrain.methods.base import Method

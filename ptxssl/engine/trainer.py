@@ -1,16 +1,14 @@
-"""Training engine for pretraining and transfer: thin LightningModules on one Trainer setup.
+"""The training engine of pretraining and transfer: one Lightning Trainer setup and the base module.
 
 PyTorch Lightning gives the one code path for CPU, one GPU, several GPUs and nodes (DDP),
 mixed precision, gradient accumulation, progress bars, CSV/TensorBoard logs and checkpoints;
-this module only wires a method into it and adds what Lightning does not know: a stop on a
-non-finite loss, the linear probe, and the encoder export.
+this module adds only what Lightning does not know: the run folder's rules (never overwritten
+silently, resumed weights-only), a last.ckpt at every epoch end, and a stop on a non-finite loss.
 
-Run folder:
+Run folder (each command adds its own results):
     config.yaml                  the fully resolved config (`--config` repeats the run)
-    metrics.csv, tensorboard/    losses per step, probe_auroc per epoch
+    metrics.csv, tensorboard/    losses per step, validation / probe scores per epoch
     checkpoints/last.ckpt        every --checkpoint-every steps and each epoch end (atomic)
-    figures/*.png                method pictures (reconstructions, samples)
-    encoder.safetensors + .json  the exported encoder
 """
 from __future__ import annotations
 
@@ -24,14 +22,12 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
 from pytorch_lightning.utilities import rank_zero_only
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.config import TrainConfig, save_yaml
-from ptxssl.pretrain.methods.base import Method
+from ptxssl.engine.config import TrainConfig, save_yaml
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -68,42 +64,6 @@ class EngineModule(pl.LightningModule):
             raise NonFiniteLossError(
                 f"loss became {loss.item()} at step {self.global_step}; the last good checkpoint is "
                 f"{self.run_dir / CHECKPOINT} (lower --lr or use --precision 32-true, then --resume)")
-
-
-class MethodModule(EngineModule):
-    """Lightning's view of a method: one `step` per batch, its optimizer, its momentum hook."""
-
-    def __init__(self, method: Method, config: dict, run_dir: Path) -> None:
-        super().__init__(config, run_dir)
-        self.method = method
-
-    def adapt(self, x: torch.Tensor) -> torch.Tensor:
-        """Cache images -> the method's input: resized to its size, grey copied to RGB if 3-channel."""
-        size = self.method.image_size
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x.expand(-1, self.method.in_channels, -1, -1) if x.shape[1] != self.method.in_channels else x
-
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
-        return self.method.embed(self.adapt(x))
-
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        losses = self.method.step({**batch, "image": self.adapt(batch["image"]), "generator": self._generator()})
-        loss = losses["loss"]
-        self.check_finite(loss)
-        self.log_dict({k: v.detach() for k, v in losses.items()}, prog_bar=True, on_step=True, on_epoch=True)
-        return loss
-
-    def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
-        if (batch_idx + 1) % self.trainer.accumulate_grad_batches:
-            return  # a micro-batch of gradient accumulation: no optimizer step yet
-        if not hasattr(self, "_total_steps"):  # Lightning recomputes this property on every call
-            self._total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
-        self.method.after_step(min(1.0, self.global_step / self._total_steps))
-
-    def configure_optimizers(self):
-        optimizer, scheduler = self.method.configure_optimizer()
-        return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
 
 
 def parse_devices(devices: str) -> int | str | list[int]:
