@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ptxssl.datasets.cache import cache_info, prepare
 from ptxssl.datasets.synth import DEFAULT_FORMATS, synthesize
-from ptxssl.pretrain.encoder import WEIGHTS_FILE
+from ptxssl.encoders import WEIGHTS_FILE
 from ptxssl.engine.trainer import CHECKPOINT
 from ptxssl.pretrain.run import pretrain, resolve_config
 from ptxssl.report import StageTimer, write_report

@@ -62,3 +62,12 @@ def sha1_text(*parts: str) -> str:
         h.update(p.encode())
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def file_sha1(path: str | Path) -> str:
+    """Hex SHA-1 of a file's bytes (recorded so a run names exactly which weights it used)."""
+    h = hashlib.sha1()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

@@ -37,7 +37,7 @@ from ptxssl.analysis.plots import plt, save_figure
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.files import write_text
-from ptxssl.pretrain.encoder import WEIGHTS_FILE, build_encoder, load_encoder, pooled
+from ptxssl.encoders import WEIGHTS_FILE, build_encoder, load_encoder, pooled
 from ptxssl.engine.trainer import CHECKPOINT
 from ptxssl.pretrain.methods import get_method
 from ptxssl.pretrain.methods.two_view import TwoViewMethod

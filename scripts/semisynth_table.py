@@ -20,7 +20,7 @@ from pathlib import Path
 from ptxssl.datasets.cache import cache_info, prepare
 from ptxssl.datasets.semisynth.write import synthesize_on_backgrounds
 from ptxssl.demo import SIIM_SPLIT
-from ptxssl.pretrain.encoder import WEIGHTS_FILE
+from ptxssl.encoders import WEIGHTS_FILE
 from ptxssl.pretrain.run import pretrain, resolve_config
 from ptxssl.transfer.compare import compare
 from ptxssl.transfer.run import resolve_config as transfer_config

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import h5py
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ptxssl import __version__
 from ptxssl.analysis.store import Embeddings, write_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.encoders import fit_images, init_encoder
 from ptxssl.errors import UserError
 from ptxssl.pretrain.methods import Method, MethodConfig
 from ptxssl.pretrain.run import METHOD_FILE, load_method
@@ -28,7 +28,7 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
     """A model with `embed` (and `latent` / `reconstruct` for AE/VAE runs), in eval mode, and
     a description of where its weights came from.
 
-    `arch` as for `build_unet`: None takes an encoder file's arch, resnet34 otherwise; a
+    `arch` as for `ptxssl.encoders.init_encoder`: None takes an encoder file's arch, resnet34 otherwise; a
     pretrain run folder is rebuilt with the arch its config records, and must match `arch`."""
     path = Path(encoder)
     if path.is_dir() and (path / METHOD_FILE).is_file():
@@ -38,11 +38,9 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
                             f"drop --arch or pass --arch {method.arch}")
         return method, {"encoder": str(path.resolve()), "method": method.name, "image_size": method.image_size,
                         "arch": method.arch}
-    from ptxssl.transfer.model import build_unet
-
-    unet, info = build_unet(encoder, in_channels, arch)
+    weights, info = init_encoder(encoder, in_channels, arch)
     method = Method(MethodConfig(), in_channels=in_channels, image_size=0, arch=info["arch"])  # 0: the cache's size
-    method.encoder = unet.encoder
+    method.encoder = weights
     return method.eval(), {"encoder": str(encoder), "method": info.get("init", str(encoder)), "image_size": 0,
                            "arch": info["arch"]}
 
@@ -63,10 +61,7 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
     size = meta["image_size"] or data.size
     feats, latents, errors = [], [], []
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
-        x = batch["image"].to(device)  # (N, 1, S, S) in [0, 1]
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False).clamp(0, 1)
-        x = x.expand(-1, model.in_channels, -1, -1)
+        x = fit_images(batch["image"].to(device), size, model.in_channels)  # (N, C, size, size) in [0, 1]
         feats.append(model.embed(x).float().cpu())  # (N, D), D = the encoder's feature_dim
         latent = model.latent(x)
         if latent is not None:

@@ -7,7 +7,8 @@ just because it was drawn first), and are rasterized inside an otherwise vector 
 The legend keeps the ~15 largest categories and folds the rest into "other".
 
 The figure builders return the matplotlib `Figure` (so tests can inspect titles and labels);
-`save_figure` writes it atomically and closes it.
+`save_figure` writes it atomically. Figures are bare `matplotlib.figure.Figure` objects (no
+pyplot, no backend switch), so importing ptxssl never changes a notebook's backend.
 """
 from __future__ import annotations
 
@@ -15,14 +16,11 @@ import warnings
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.lines import Line2D  # noqa: E402
-
-from ptxssl.files import atomic_path  # noqa: E402
+from ptxssl.files import atomic_path
 
 MAX_CATEGORIES = 15
 _GREY = (0.75, 0.75, 0.75, 1.0)
@@ -74,7 +72,7 @@ def top_categories(categories: np.ndarray, limit: int = MAX_CATEGORIES) -> np.nd
 
 
 def _colours(names: list[str]) -> dict[str, tuple]:
-    palette = plt.get_cmap("tab20").colors
+    palette = matplotlib.colormaps["tab20"].colors
     colours, i = {}, 0
     for name in names:
         if name in _MUTED:
@@ -110,7 +108,8 @@ def scatter(ax, xy: np.ndarray, categories: np.ndarray, title: str, seed: int = 
 
 def scatter_figure(xy: np.ndarray, panels: list[tuple[str, np.ndarray]], title: str, seed: int = 0) -> Figure:
     """One scatter panel per (panel title, (N,) categories), side by side, under `title`."""
-    fig, axes = plt.subplots(1, len(panels), figsize=(6.5 * len(panels), 5), squeeze=False)
+    fig = Figure(figsize=(6.5 * len(panels), 5))
+    axes = fig.subplots(1, len(panels), squeeze=False)
     for ax, (panel_title, categories) in zip(axes[0], panels):
         scatter(ax, xy, categories, panel_title, seed=seed)
     fig.suptitle(title)
@@ -133,7 +132,8 @@ def histogram_figure(groups: dict[str, np.ndarray], title: str, xlabel: str,
         lo, hi = min(lo, threshold), max(hi, threshold)
     hi = hi if hi > lo else lo + 1.0
     bins = np.linspace(lo, hi, 61)
-    fig, ax = plt.subplots(figsize=(7, 4.2))
+    fig = Figure(figsize=(7, 4.2))
+    ax = fig.subplots()
     colours = _colours(list(groups))
     for name, v in groups.items():
         if len(v):
@@ -150,8 +150,7 @@ def histogram_figure(groups: dict[str, np.ndarray], title: str, xlabel: str,
 
 
 def save_figure(fig: Figure, path: str | Path, dpi: int = 120) -> Path:
-    """Write `fig` to `path` atomically (format from the suffix) and close it."""
+    """Write `fig` to `path` atomically (format from the suffix)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format=Path(path).suffix.lstrip(".") or "png", bbox_inches="tight")
-    plt.close(fig)
     return Path(path)

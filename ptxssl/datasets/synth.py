@@ -132,19 +132,37 @@ def _write_nih(job: Job) -> dict:
                                 0.143, 0.143]}
 
 
+def _labeler_no_finding(labels: dict[str, str], findings: frozenset[str]) -> str:
+    """No Finding as the CheXpert labeler sets it: "1.0", or blank (never 0 or -1).
+
+    chexpert-labeler (Irvin et al., 2019, AAAI; stages/aggregate.py) writes No Finding = 1
+    only when no mention outside Support Devices is positive or uncertain: any pathology
+    observation at 1 or -1 leaves it blank. Its No Finding mention list also holds findings
+    without a column of their own ("emphysema", "hernia", ...), whose positive mention
+    blocks No Finding too; so does a phantom finding that maps to no CheXpert observation.
+    The real CheXpert-v1.0-small train.csv agrees: No Finding is 1.0 or blank, and 1.0 in
+    none of its 223,414 rows beside a positive or uncertain pathology.
+    """
+    pathology = [v for obs, v in labels.items() if obs not in ("No Finding", "Support Devices")]
+    other = findings - set().union(*_CHEXPERT_FROM_NIH.values())  # e.g. Emphysema, Hernia
+    return "" if other or any(v in ("1.0", "-1.0") for v in pathology) else "1.0"
+
+
 def _chexpert_labels(findings: frozenset[str], rng: np.random.Generator) -> list[str]:
     """CheXpert's 1 / 0 / -1 / blank from the rendered findings, with realistic noise:
-    some positives are uncertain (-1), most negatives are unmentioned (blank)."""
-    values = []
+    some positives are uncertain (-1), most negatives are unmentioned (blank); No Finding
+    then follows the labeler's rule (`_labeler_no_finding`)."""
+    labels: dict[str, str] = {}
     for obs in CHEXPERT_OBSERVATIONS:
         if obs == "No Finding":
-            values.append("1.0" if not findings else "")
-        elif _CHEXPERT_FROM_NIH[obs] & findings:
-            values.append("-1.0" if rng.random() < 0.1 else "1.0")
+            continue
+        if _CHEXPERT_FROM_NIH[obs] & findings:
+            labels[obs] = "-1.0" if rng.random() < 0.1 else "1.0"
         else:
             u = rng.random()
-            values.append("0.0" if u < 0.2 else "-1.0" if u < 0.23 else "")
-    return values
+            labels[obs] = "0.0" if u < 0.2 else "-1.0" if u < 0.23 else ""
+    labels["No Finding"] = _labeler_no_finding(labels, findings)
+    return [labels[obs] for obs in CHEXPERT_OBSERVATIONS]
 
 
 def _write_chexpert(job: Job) -> dict:

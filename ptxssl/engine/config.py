@@ -15,7 +15,7 @@ import yaml
 
 from ptxssl.errors import UserError
 from ptxssl.files import write_text
-from ptxssl.pretrain.encoder import DEFAULT_ARCH
+from ptxssl.encoders import DEFAULT_ARCH
 
 
 def opt(default: Any, help: str, **kw) -> Any:

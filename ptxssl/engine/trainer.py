@@ -12,12 +12,14 @@ Run folder (each command adds its own results):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import pickle
 import shutil
 import time
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -31,14 +33,34 @@ from ptxssl.engine.config import TrainConfig, save_yaml
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
-# Lightning's advertisement for its cloud logger, and two warnings that do not apply here: the
-# CSV log shares the run folder with config.yaml by design; LeafSpec is Lightning-internal; a
-# resumed run writes into its own checkpoint folder.
-for _name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
-    logging.getLogger(_name).addFilter(lambda record: "litlogger" not in record.getMessage())
-warnings.filterwarnings("ignore", message="Experiment logs directory .* exists and is not empty")
-warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
-warnings.filterwarnings("ignore", message="Checkpoint directory .* exists and is not empty")  # a resume
+# Warnings that do not apply to a ptxssl run: the CSV log shares the run folder with
+# config.yaml by design; LeafSpec is Lightning-internal; a resumed run writes into its own
+# checkpoint folder. Silenced only while ptxssl trains (`quiet_lightning`), never at import.
+IGNORED_WARNINGS = ("Experiment logs directory .* exists and is not empty", ".*isinstance.treespec, LeafSpec.*",
+                    "Checkpoint directory .* exists and is not empty")
+_LIGHTNING_LOGGERS = ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero")
+
+
+def _no_advert(record: logging.LogRecord) -> bool:
+    """Lightning's advertisement for its cloud logger is not a message about the run."""
+    return "litlogger" not in record.getMessage()
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """While ptxssl drives Lightning: its warnings above ignored, its logger advert dropped;
+    the caller's warning filters and loggers are as they were afterwards."""
+    loggers = [logging.getLogger(name) for name in _LIGHTNING_LOGGERS]
+    with warnings.catch_warnings():
+        for message in IGNORED_WARNINGS:
+            warnings.filterwarnings("ignore", message=message)
+        for logger in loggers:
+            logger.addFilter(_no_advert)
+        try:
+            yield
+        finally:
+            for logger in loggers:
+                logger.removeFilter(_no_advert)
 
 
 class NonFiniteLossError(UserError):
@@ -174,9 +196,10 @@ def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Pat
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(run_dir / "config.yaml", module.config)
-    trainer = make_trainer(cfg, run_dir, callbacks, progress)
-    t0 = time.perf_counter()
-    trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
+    with quiet_lightning():
+        trainer = make_trainer(cfg, run_dir, callbacks, progress)
+        t0 = time.perf_counter()
+        trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
     trainer.fit_seconds = time.perf_counter() - t0
     return trainer
 

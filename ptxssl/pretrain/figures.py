@@ -1,23 +1,25 @@
-"""Pictures a pretraining run writes: image grids (inputs, reconstructions, samples)."""
+"""Pictures a pretraining run writes: image grids (inputs, reconstructions, samples, views).
+
+Drawn on a bare `matplotlib.figure.Figure` (no pyplot), so importing this module never
+switches the backend of a notebook or GUI session that imports ptxssl.
+"""
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import torch
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from ptxssl.files import atomic_path  # noqa: E402
+from ptxssl.engine.augment import ChestXrayAugment
+from ptxssl.files import atomic_path
 
 
 def image_grid(rows: list[torch.Tensor], path: str | Path, title: str,
                row_labels: list[str] | None = None) -> Path:
     """Write rows of (N, C, H, W) [0, 1] images (first channel shown, grey) as one titled PNG."""
     n_cols = max(len(r) for r in rows)
-    fig, axes = plt.subplots(len(rows), n_cols, figsize=(1.6 * n_cols, 1.7 * len(rows) + 0.5),
-                             squeeze=False)
+    fig = Figure(figsize=(1.6 * n_cols, 1.7 * len(rows) + 0.5))
+    axes = fig.subplots(len(rows), n_cols, squeeze=False)
     for i, row in enumerate(rows):
         for j in range(n_cols):
             ax = axes[i][j]
@@ -33,5 +35,13 @@ def image_grid(rows: list[torch.Tensor], path: str | Path, title: str,
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
     return Path(path)
+
+
+@torch.no_grad()
+def views_figure(augment: ChestXrayAugment, x: torch.Tensor, out_dir: Path, method: str) -> Path:
+    """figures/views.png: images (top) and two augmented views of each, from a fixed seed."""
+    g = torch.Generator().manual_seed(0)
+    x = x[:8]
+    return image_grid([x, augment(x, g), augment(x, g)], Path(out_dir) / "views.png",
+                      title=f"{method}: input (top) and two augmented views", row_labels=["input", "view 1", "view 2"])

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from ptxssl.encoders import fit_images
 from ptxssl.engine.trainer import EngineModule
 from ptxssl.pretrain.methods.base import Method
 
@@ -19,11 +19,8 @@ class MethodModule(EngineModule):
         self.method = method
 
     def adapt(self, x: torch.Tensor) -> torch.Tensor:
-        """Cache images -> the method's input: resized to its size, grey copied to RGB if 3-channel."""
-        size = self.method.image_size
-        if x.shape[-1] != size:
-            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        return x.expand(-1, self.method.in_channels, -1, -1) if x.shape[1] != self.method.in_channels else x
+        """Cache images -> the method's [0, 1] input at its size and planes (the one input path)."""
+        return fit_images(x, self.method.image_size, self.method.in_channels)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         return self.method.embed(self.adapt(x))

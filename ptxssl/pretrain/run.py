@@ -16,7 +16,7 @@ from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
 from ptxssl.engine.config import TrainConfig, flat, load_yaml, opt, resolve
 from ptxssl.engine.data import train_loader
-from ptxssl.pretrain.encoder import META_FILE, WEIGHTS_FILE, check_arch, load_encoder, save_encoder
+from ptxssl.encoders import META_FILE, WEIGHTS_FILE, check_arch, load_encoder, save_encoder
 from ptxssl.engine.trainer import clear_run_dir, fit, prepare_run_dir
 from ptxssl.pretrain.module import MethodModule
 from ptxssl.pretrain.methods import Method, MethodConfig, get_method

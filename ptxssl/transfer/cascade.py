@@ -16,19 +16,10 @@ import numpy as np
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.transfer.classify import load_classifier, score
-from ptxssl.transfer.metrics import binarise, dice_per_image, image_auroc, image_detection
+from ptxssl.transfer.metrics import binarise, dice_per_image, gate, image_auroc, image_detection
 from ptxssl.transfer.model import load_model
 from ptxssl.transfer.predict import cache_masks, postprocess_params, predict_cache
-from ptxssl.transfer.protocol import run_rows
-
-
-def gate(masks: np.ndarray, probs: np.ndarray, threshold: float) -> np.ndarray:
-    """Empty the masks of images the classifier calls negative (probability below `threshold`).
-
-    Shape: (N, H, W) masks, (N,) probabilities -> (N, H, W) bool.
-    """
-    keep = np.asarray(probs, np.float64) >= threshold  # (N,)
-    return (np.asarray(masks) != 0) & keep[:, None, None]
+from ptxssl.transfer.protocol import run_batch_size, run_rows
 
 
 def _image_level(image_score: np.ndarray, called: np.ndarray, label: np.ndarray) -> dict:
@@ -37,7 +28,7 @@ def _image_level(image_score: np.ndarray, called: np.ndarray, label: np.ndarray)
 
 
 def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, split: str = "test",
-                   batch_size: int = 16) -> dict:
+                   batch_size: int | None = None) -> dict:
     """Segmentation-only vs classifier-only vs cascade on `split` of `cache`.
 
     Each model sees the cache images at its own size with its own TTA and tuned rule (the
@@ -66,11 +57,12 @@ def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, 
     if data.labels is None or not len(data):
         raise UserError(f"{cache}: no image labels or no {split} images; pass a SIIM cache")
     rule, threshold = postprocess_params(seg_meta, seg_run), float(cls_meta["threshold"])
-    probs = predict_cache(unet, seg_meta, data, batch_size)  # (N, s, s)
+    probs = predict_cache(unet, seg_meta, data, batch_size or run_batch_size(seg_run))  # (N, s, s)
     truth = cache_masks(data, int(seg_meta["image_size"]))
     pred = binarise(probs, *rule)
     d = {"dice": dice_per_image(pred, truth), "called": pred.any(axis=(1, 2)), "max": probs.max(axis=(1, 2)),
-         "prob": predict_cache(classifier, cls_meta, data, batch_size), "label": data.labels[data.rows, 0] == 1}
+         "prob": predict_cache(classifier, cls_meta, data, batch_size or run_batch_size(cls_run)),
+         "label": data.labels[data.rows, 0] == 1}
     d["gated_dice"] = dice_per_image(gate(pred, d["prob"], threshold), truth)
     keep, label = d["prob"] >= threshold, d["label"]
 

@@ -1,6 +1,6 @@
 """`ptxssl transfer --task classify`: image-level pneumothorax detection with the same encoders.
 
-The encoder comes from `build_unet` (so every init — random, imagenet, imagenet:FILE, an
+The encoder comes from `ptxssl.encoders.init_encoder` (so every init — random, imagenet, imagenet:FILE, an
 encoder file or pretrain run — is loaded and verified tensor by tensor in one place) and gets
 a head: global average pool of the deepest feature map -> linear -> 1 logit, trained with
 BCE on the cache's image labels (labels[:, 0]: positive = non-empty mask). Splits, label
@@ -37,14 +37,14 @@ from torch.utils.data import DataLoader
 
 from ptxssl.datasets.cache import cache_channels
 from ptxssl.errors import UserError
-from ptxssl.files import atomic_path, write_csv, write_json
-from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, feature_dim, first_conv
+from ptxssl.files import atomic_path, file_sha1, write_csv, write_json
+from ptxssl.encoders import NORMALIZATION, build_encoder, feature_dim, init_encoder, input_channels, normalize
 from ptxssl.engine.trainer import clear_run_dir, prepare_run_dir
 from ptxssl.transfer.losses import DEFAULT_LOSS
 from ptxssl.transfer.metrics import image_auroc, image_detection
-from ptxssl.transfer.model import MODEL_DIR, TTA_MODES, build_unet, file_sha1, load_model, probabilities, unet_arch
+from ptxssl.transfer.model import MODEL_DIR, TTA_MODES, load_model, probabilities, unet_arch
 from ptxssl.transfer.module import SegmentationModule
-from ptxssl.transfer.run import finish_run, fit_best, load_run_data, record_subset
+from ptxssl.transfer.harness import finish_run, fit_best, load_run_data, record_subset
 
 TASKS = ("segment", "classify")
 WEIGHTS, META = "classifier.safetensors", "classifier.json"
@@ -65,7 +65,7 @@ class ImageClassifier(nn.Module):
 
     @property
     def input_channels(self) -> int:
-        return 1 if self.mask_model is not None else first_conv(self.encoder)[1].in_channels
+        return 1 if self.mask_model is not None else input_channels(self.encoder)
 
     def train(self, mode: bool = True) -> ImageClassifier:
         super().train(mode)
@@ -77,7 +77,7 @@ class ImageClassifier(nn.Module):
         if self.mask_model is not None:
             with torch.no_grad():
                 prob = torch.sigmoid(self.mask_model(x))  # (N, 1, S, S), on the image's scale below
-            x = torch.cat([(prob - NORMALIZATION["mean"]) / NORMALIZATION["std"], x, x], dim=1)
+            x = torch.cat([normalize(prob), x, x], dim=1)
         return self.head(self.encoder(x)[-1].mean(dim=(2, 3)))  # (N, D, s, s) -> (N, D) -> (N, 1)
 
 
@@ -172,9 +172,9 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
     ckpt = prepare_run_dir(out, resume, overwrite)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     encoder_channels = 3 if mask_model is not None else cfg.in_channels
-    unet, init = build_unet(cfg.encoder, encoder_channels, cfg.arch or None)  # the one verified init path
+    encoder, init = init_encoder(cfg.encoder, encoder_channels, cfg.arch or None)  # the one verified init path
     cfg = replace(cfg, arch=init["arch"])
-    module = ClassifyModule(ImageClassifier(unet.encoder, mask_model), cfg, data.size, out)
+    module = ClassifyModule(ImageClassifier(encoder, mask_model), cfg, data.size, out)
     if overwrite and ckpt is None:
         clear_run_dir(out, ("metrics.json", "test_scores.csv", WEIGHTS, META, "checkpoints"))
     record_subset(cfg, data, out)
@@ -204,7 +204,7 @@ def _mask_model(cfg) -> tuple[nn.Module | None, dict | None]:
     if not cfg.mask_input:
         return None, None
     unet = load_model(cfg.mask_input)[0]
-    channels = first_conv(unet.encoder)[1].in_channels
+    channels = input_channels(unet.encoder)
     if channels != 1 or cfg.in_channels != 1:
         raise UserError(f"--mask-input {cfg.mask_input}: the cascade classifier takes grey images, so the UNet "
                         f"({channels} input channels) and --in-channels ({cfg.in_channels}) must both be 1")

@@ -14,19 +14,16 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.figure import Figure
 
 from ptxssl.datasets.cache import read_cache
+from ptxssl.encoders import init_arch, is_encoder_file
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.engine.trainer import CHECKPOINT
 from ptxssl.transfer.bootstrap import auroc_difference, paired_bootstrap
-from ptxssl.transfer.model import init_arch, is_encoder_file
 from ptxssl.transfer.protocol import run_splits
 from ptxssl.transfer.run import TransferConfig, transfer
 
@@ -227,7 +224,8 @@ def summary_table(results: pd.DataFrame, runs: Path, over: str, positive: pd.Ser
 
 def dice_vs_fraction(results: pd.DataFrame, path: Path) -> Path:
     """Mean ± std test score against the label fraction (log axis), one line per encoder."""
-    fig, ax = plt.subplots(figsize=(6, 4), dpi=120)
+    fig = Figure(figsize=(6, 4), dpi=120)
+    ax = fig.subplots()
     for name, g in results.groupby("encoder", sort=False):
         stats = g.groupby("fraction")["siim_dice"].agg(["mean", "std"]).fillna(0)
         ax.errorbar(stats.index, stats["mean"], yerr=stats["std"], marker="o", capsize=3, label=name)
@@ -240,5 +238,4 @@ def dice_vs_fraction(results: pd.DataFrame, path: Path) -> Path:
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, format="png")
-    plt.close(fig)
     return path

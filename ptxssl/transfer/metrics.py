@@ -251,3 +251,12 @@ def evaluate(probs: np.ndarray, truth: np.ndarray, threshold: float,
     if bottom is not None:
         out["bottom"] = float(bottom)
     return out
+
+
+def gate(masks: np.ndarray, probs: np.ndarray, threshold: float) -> np.ndarray:
+    """Empty the masks of images the classifier calls negative (probability below `threshold`).
+
+    Shape: (N, H, W) masks, (N,) probabilities -> (N, H, W) bool.
+    """
+    keep = np.asarray(probs, np.float64) >= threshold  # (N,)
+    return (np.asarray(masks) != 0) & keep[:, None, None]

@@ -5,17 +5,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment
+from ptxssl.engine.augment import AugmentConfig, ChestXrayAugment
 from ptxssl.engine.config import flat
-from ptxssl.pretrain.encoder import NORMALIZATION, first_conv
+from ptxssl.encoders import encoder_input, input_channels, resize
 from ptxssl.engine.trainer import EngineModule
 from ptxssl.transfer.losses import SegmentationLoss
-from ptxssl.transfer.model import model_input, probabilities
+from ptxssl.transfer.model import probabilities
 
 VAL_THRESHOLD = 0.5  # the per-epoch validation score uses a plain threshold; tuning comes after training
 
@@ -35,15 +34,6 @@ def dice_at(probs: torch.Tensor, masks: torch.Tensor, threshold: float = VAL_THR
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
 
 
-def resize_batch(x: torch.Tensor, size: int, nearest: bool = False) -> torch.Tensor:
-    """(N, C, S, S) cache images (antialiased bilinear) or masks (nearest) -> a run's size."""
-    if x.shape[-1] == size:
-        return x
-    if nearest:
-        return F.interpolate(x, size=(size, size), mode="nearest")
-    return F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
 class SegmentationModule(EngineModule):
     """A UNet trained on (image, mask) batches of a SIIM cache.
 
@@ -54,16 +44,16 @@ class SegmentationModule(EngineModule):
     def __init__(self, unet: nn.Module, cfg, image_size: int, run_dir: str | Path = ".") -> None:
         super().__init__(flat(cfg), Path(run_dir))
         self.unet, self.cfg, self.image_size = unet, cfg, image_size
-        self.in_channels = first_conv(unet.encoder)[1].in_channels  # any arch: not only resnet's conv1
+        self.in_channels = input_channels(unet.encoder)  # any arch: not only resnet's conv1
         self.loss = SegmentationLoss(cfg.loss)
         self.augment = segmentation_augment(cfg.hflip) if cfg.augment else None
 
     def adapt(self, x: torch.Tensor, mask: torch.Tensor | None = None):
-        return resize_batch(x, self.image_size), None if mask is None else resize_batch(mask, self.image_size, True)
+        return resize(x, self.image_size), None if mask is None else resize(mask, self.image_size, nearest=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, 1, S, S) in [0, 1] -> (N, 1, S, S) logits."""
-        return self.unet(model_input(x, self.in_channels, NORMALIZATION))
+        return self.unet(encoder_input(x, None, self.in_channels))
 
     def encoder_frozen(self) -> bool:
         return self.cfg.freeze_epochs < 0 or self.current_epoch < self.cfg.freeze_epochs

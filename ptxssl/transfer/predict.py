@@ -45,11 +45,11 @@ from ptxssl.datasets.channels import letterbox_planes
 from ptxssl.datasets.images import letterbox_shape, to_uint8
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.datasets.rle import encode_siim
+from ptxssl.encoders import encoder_input, resize
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
-from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise
-from ptxssl.transfer.model import TTA_MODES, load_model, model_input, probabilities
-from ptxssl.transfer.module import resize_batch
+from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, gate
+from ptxssl.transfer.model import TTA_MODES, load_model, probabilities
 
 DICOM_SUFFIXES = (".dcm", ".dicom")
 
@@ -73,7 +73,7 @@ def predict_probs(model: torch.nn.Module, images: np.ndarray, meta: dict) -> np.
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     x = (x[:, None] if x.ndim == 3 else x).to(device)
-    x = model_input(x, int(meta["in_channels"]), meta["normalization"])  # (N, C, S, S)
+    x = encoder_input(x, None, int(meta["in_channels"]), meta["normalization"])  # (N, C, S, S)
     return probabilities(model, x, meta.get("tta", "none"))[:, 0].float().cpu().numpy()
 
 
@@ -85,18 +85,17 @@ def predict_cache(model: torch.nn.Module, meta: dict, data: CacheDataset, batch_
     `data` should carry the cache's extra channels (`channels=True`): a 3-channel run gets
     the planes it was trained on, a 1-channel run the raw plane alone.
     """
-    size, planes = int(meta["image_size"]), int(meta["in_channels"])
+    size = int(meta["image_size"])
     out = []
     for batch in DataLoader(data, batch_size=batch_size):
-        x = batch["image"]  # (n, 1 or 1 + K, S, S) in [0, 1]
-        x = x if x.shape[1] == planes else x[:, :1]  # a grey run on a cache with extra planes: raw only
-        out.append(predict_probs(model, resize_batch(x, size).numpy(), meta))
+        x = batch["image"]  # (n, 1 or 1 + K, S, S) in [0, 1]; a grey run takes the raw plane alone
+        out.append(predict_probs(model, resize(x, size).numpy(), meta))
     return np.concatenate(out)
 
 
 def cache_masks(data: CacheDataset, size: int, batch_size: int = 64) -> np.ndarray:
     """(N, size, size) bool truth masks of `data` (built with_masks) at a run's size (nearest)."""
-    return np.concatenate([resize_batch(batch["mask"], size, nearest=True)[:, 0].numpy() > 0.5
+    return np.concatenate([resize(batch["mask"], size, nearest=True)[:, 0].numpy() > 0.5
                            for batch in DataLoader(data, batch_size=batch_size)])
 
 
@@ -172,8 +171,7 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         raise UserError(f"--batch-size must be >= 1 (got {batch_size})")
     model, meta = load_model(run_dir)
     gated, cls = 0, None
-    if classifier is not None:  # imported here: cascade imports this module, and Lightning comes with classify
-        from ptxssl.transfer.cascade import gate
+    if classifier is not None:  # imported here: Lightning comes with classify, and most predictions need no classifier
         from ptxssl.transfer.classify import load_classifier
 
         cls, cls_meta = load_classifier(classifier)

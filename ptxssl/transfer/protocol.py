@@ -127,3 +127,14 @@ def run_rows(run_dir: str | Path, cache: str | Path, split: str) -> np.ndarray:
     cfg = SimpleNamespace(data=str(cache), resplit=saved.get("resplit", ""), folds=saved.get("folds", 0),
                           fold=saved.get("fold", 0), split_seed=saved.get("split_seed", 0))
     return run_splits(cfg)[split]
+
+
+def run_batch_size(run_dir: str | Path, default: int = 16) -> int:
+    """The batch size a run trained and scored with (its config.yaml; `default` without one).
+
+    Scoring a saved run again in the same batches repeats its own scoring exactly: float32
+    convolutions sum in an order that depends on the batch size, so other batches move
+    probabilities by ~1e-6 and can flip a pixel that sits on the threshold.
+    """
+    path = Path(run_dir) / "config.yaml"
+    return int((load_yaml(path) if path.is_file() else {}).get("batch_size", default))

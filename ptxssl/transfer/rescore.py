@@ -23,13 +23,15 @@ from ptxssl.transfer.metrics import (POSTPROCESS_MODES, binarise, dice_per_image
                                      tuned_rule)
 from ptxssl.transfer.model import TTA_MODES, load_model
 from ptxssl.transfer.predict import cache_masks, predict_cache
-from ptxssl.transfer.protocol import run_rows
+from ptxssl.transfer.protocol import run_batch_size, run_rows
 
 
 def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", tta: str = "none",
-            threshold: float = 0.5, batch_size: int = 16) -> dict:
+            threshold: float = 0.5, batch_size: int | None = None) -> dict:
     """Tune `postprocess` on the run's val images with `tta`, then score its test images
-    (`threshold`: the fixed rule's, as `transfer --threshold`).
+    (`threshold`: the fixed rule's, as `transfer --threshold`; `batch_size`: default the run's
+    own, so its images go through the network in the same batches as when it was scored, and
+    float32 sums in the same order).
 
     Returns {"val_tuned" and "test": like metrics.json's; "dice" and "max_prob": (N,) per test
     image, test_dice.csv's columns in its order}. With the run's own options the result is
@@ -40,6 +42,7 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
     if tta not in TTA_MODES:
         raise UserError(f"tta must be one of {', '.join(TTA_MODES)} (got {tta!r})")
     unet, meta = load_model(run_dir)
+    batch_size = batch_size or run_batch_size(run_dir)
     meta, size = {**meta, "tta": tta}, int(meta["image_size"])
     scored = {}
     for split in ("val", "test"):

@@ -78,7 +78,7 @@ def test_three_channel_transfer_adapts_a_grey_encoder_and_predict_feeds_the_same
     import segmentation_models_pytorch as smp
     import torch
 
-    from ptxssl.pretrain.encoder import build_encoder, save_encoder
+    from ptxssl.encoders import build_encoder, save_encoder
     from ptxssl.transfer.predict import predict_dicoms
     from ptxssl.transfer.run import resolve_config, transfer
 

@@ -3,12 +3,13 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 
 from ptxssl.datasets.labels import CHEXPERT_OBSERVATIONS
 from ptxssl.datasets.rle import decode_siim
-from ptxssl.datasets.synth import _apply_anomaly, synthesize
+from ptxssl.datasets.synth import _apply_anomaly, _chexpert_labels, synthesize
 from ptxssl.errors import UserError
 
 from .conftest import SYNTH
@@ -84,6 +85,46 @@ def test_chexpert_layout_labels_and_lateral_views(tmp_path):
     for r in train + valid:
         by_study.setdefault(r["Path"].rsplit("/", 1)[0], set()).add(tuple(r[o] for o in CHEXPERT_OBSERVATIONS))
     assert all(len(v) == 1 for v in by_study.values())
+
+
+# CheXpert's pathology observations: all but No Finding and Support Devices
+PATHOLOGY = [o for o in CHEXPERT_OBSERVATIONS if o not in ("No Finding", "Support Devices")]
+
+
+def test_chexpert_no_finding_follows_the_labeler(tmp_path):
+    """No Finding = 1 never beside a positive or uncertain pathology, and is written
+    where none is (unless an unmapped phantom finding, e.g. Emphysema, blocks it)."""
+    synthesize(tmp_path, count=120, size=32, seed=2, formats=("chexpert",), progress=False)
+    frame = pd.concat([pd.read_csv(tmp_path / "chexpert" / f"{s}.csv") for s in ("train", "valid")])
+    path = frame[PATHOLOGY]
+    found = path.isin([1, -1]).any(axis=1)
+    uncertain_only = (path == -1).any(axis=1) & ~(path == 1).any(axis=1)
+    no_finding = frame["No Finding"]
+    assert uncertain_only.sum() >= 5                      # the rule is exercised on -1 rows
+    assert set(no_finding.dropna()) == {1.0}              # 1 or blank, as the labeler writes
+    assert not ((no_finding == 1) & found).any()
+    assert (no_finding[~found] == 1).mean() >= 0.75 and (no_finding == 1).sum() >= 10
+
+
+def test_chexpert_no_finding_rule_per_study():
+    for k in range(200):
+        labels = dict(zip(CHEXPERT_OBSERVATIONS, _chexpert_labels(frozenset(), np.random.default_rng(k))))
+        found = any(labels[o] in ("1.0", "-1.0") for o in PATHOLOGY)
+        assert labels["No Finding"] == ("" if found else "1.0")
+    # a finding with a CheXpert column, and ones the labeler files under No Finding (emphysema, hernia)
+    for findings in ({"Pneumothorax"}, {"Emphysema"}, {"Hernia"}):
+        assert _chexpert_labels(frozenset(findings), np.random.default_rng(0))[0] == ""
+
+
+def test_real_chexpert_no_finding_rule(shared_data):
+    """The real train.csv: No Finding is 1 or blank, never 1 beside a positive or uncertain
+    pathology; 6,099 rows with none are blank too (other findings, e.g. emphysema)."""
+    frame = pd.read_csv(shared_data / "chexpert" / "train.csv.gz", usecols=["No Finding", *PATHOLOGY])
+    found = frame[PATHOLOGY].isin([1, -1]).any(axis=1)
+    no_finding = frame["No Finding"]
+    assert len(frame) == 223_414 and set(no_finding.dropna()) == {1.0}
+    assert int(((no_finding == 1) & found).sum()) == 0
+    assert (int((~found).sum()), int((no_finding == 1).sum())) == (28_480, 22_381)
 
 
 def test_qc_anomalies_listed_for_every_format(synth_root):

@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import default_collate
 
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.pretrain.encoder import load_encoder, save_encoder
+from ptxssl.encoders import load_encoder, save_encoder
 from ptxssl.pretrain.methods import METHODS
 
 

@@ -14,7 +14,7 @@ import torch
 import torchvision
 from safetensors.torch import save_file
 
-from ptxssl.pretrain.encoder import build_encoder, save_encoder
+from ptxssl.encoders import build_encoder, save_encoder
 
 from .conftest import (FAST_PRETRAIN, FAST_TRANSFER, assert_ok, assert_user_error, dicoms, invoke,
                        tree_digest)

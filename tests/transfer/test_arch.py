@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 from ptxssl.analysis.embed import embed_cache
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import build_encoder, load_encoder, save_encoder
+from ptxssl.encoders import build_encoder, load_encoder, save_encoder
 from ptxssl.transfer.compare import grid_arch
 from ptxssl.transfer.model import build_unet, load_model
 from ptxssl.transfer.predict import predict_dicoms

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import build_encoder, save_encoder
+from ptxssl.encoders import build_encoder, save_encoder
 from ptxssl.transfer.run import resolve_config
 from ptxssl.transfer.compare import ALL_EMPTY, parse_encoders, perfect_detector, positives_in_test
 

@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import NORMALIZATION, first_conv
+from ptxssl.encoders import NORMALIZATION, first_conv
 from ptxssl.transfer.cascade import cascade_scores
 from ptxssl.transfer.classify import load_classifier
 from ptxssl.transfer.model import build_unet, load_model
@@ -54,7 +54,7 @@ def test_mask_input_classifier_reads_the_frozen_unets_map(siim_cache, tmp_path):
     assert seen["x"].shape == (2, 3, 32, 32)
     torch.testing.assert_close(seen["x"][:, :1], (prob - NORMALIZATION["mean"]) / NORMALIZATION["std"])
     torch.testing.assert_close(seen["x"][:, 1:], x.expand(-1, 2, -1, -1))
-    # cascade_scores reads the saved classifier the way the run scored it: same test AUROC
+    # cascade_scores reads the saved classifier the way the run scored it (its batch size too): same test AUROC
     scores = pd.read_csv(cls / "test_scores.csv")
     assert metrics["test"]["image_auroc"] == pytest.approx(roc_auc_score(scores.label, scores.probability))
     got = cascade_scores(seg, cls, siim_cache)

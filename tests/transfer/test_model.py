@@ -1,5 +1,5 @@
-"""build_unet's inits (random, imagenet, imagenet:FILE, ptxssl encoder), bad weight files, and
-the save_model / load_model round trip through smp's own format. Never touches the network."""
+"""build_unet (the UNet around an init from ptxssl.encoders: seeded decoder, only the encoder
+replaced) and the save_model / load_model round trip through smp's own format. Never touches the network."""
 from __future__ import annotations
 
 import hashlib
@@ -9,15 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import segmentation_models_pytorch as smp
 import torch
 import torchvision
-from safetensors.torch import save_file
-from segmentation_models_pytorch.encoders._utils import patch_first_conv
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, save_encoder
-from ptxssl.transfer.model import build_unet, load_model, model_input, save_model
+from ptxssl.encoders import NORMALIZATION, build_encoder, save_encoder
+from ptxssl.transfer.model import build_unet, load_model, save_model
 
 
 def _assert_state_equal(module: torch.nn.Module, state: dict) -> None:
@@ -87,31 +84,6 @@ def test_ptxssl_encoder_lands_tensor_for_tensor(tmp_path, as_folder):
     assert desc["sha1"] == hashlib.sha1(weights.read_bytes()).hexdigest()
 
 
-def test_imagenet_file_one_channel_is_smp_adaptation(tv34_file):
-    path, state = tv34_file
-    unet, desc = build_unet(f"imagenet:{path}", in_channels=1)
-    conv1 = unet.encoder.conv1.weight
-    assert torch.equal(conv1, state["conv1.weight"].sum(1, keepdim=True))  # RGB kernels summed
-    tv = torchvision.models.resnet34(weights=None)
-    tv.load_state_dict(state)
-    patch_first_conv(tv, new_in_channels=1, pretrained=True)  # what smp does to ImageNet weights
-    assert torch.equal(conv1, tv.conv1.weight)
-    rest = {k: v for k, v in state.items() if k != "conv1.weight"}
-    own = unet.encoder.state_dict()
-    assert all(torch.equal(own[k], v) for k, v in rest.items() if not k.startswith("fc."))
-    assert desc == {"init": "imagenet", "spec": f"imagenet:{path}", "source": str(path),
-                    "sha1": hashlib.sha1(path.read_bytes()).hexdigest(), "in_channels": 1, "arch": "resnet34"}
-
-
-def test_imagenet_file_three_channels_and_safetensors(tv34_file, tmp_path):
-    path, state = tv34_file
-    st = tmp_path / "resnet34.safetensors"
-    save_file({k: v.contiguous() for k, v in state.items()}, str(st))
-    for f in (path, st):
-        unet, _ = build_unet(f"imagenet:{f}", in_channels=3)
-        _assert_state_equal(unet.encoder, state)
-
-
 def test_imagenet_file_for_other_archs_as_smp_loads_it(tmp_path):
     """imagenet:FILE takes what smp's own encoder for --arch loads: torchvision's densenet121
     state_dict lands (conv0 summed to 1 channel); torchvision's efficientnet_b3 does not fit smp's
@@ -130,60 +102,6 @@ def test_imagenet_file_for_other_archs_as_smp_loads_it(tmp_path):
     assert str(tmp_path / "effb3.pth") in message and "smp-hub/efficientnet-b3.imagenet" in message
     # a densenet file under the default arch names the arch it fits
     assert "--arch densenet121" in _one_line_error(f"imagenet:{tmp_path / 'densenet121.pth'}")
-
-
-def test_imagenet_offline_is_one_line_pointing_to_file(monkeypatch, tmp_path):
-    import huggingface_hub.constants as hf
-
-    monkeypatch.setattr(hf, "HF_HUB_OFFLINE", True)
-    monkeypatch.setattr(hf, "HF_HUB_CACHE", str(tmp_path / "empty-cache"))  # no cached weights
-    message = _one_line_error("imagenet")
-    assert "imagenet:FILE" in message and "resnet34" in message
-
-
-def test_bad_weight_files_name_the_file(tmp_path):
-    r18 = tmp_path / "resnet18.pth"
-    torch.save(torchvision.models.resnet18(weights=None).state_dict(), r18)
-    message = _one_line_error(f"imagenet:{r18}")
-    assert str(r18) in message and "missing" in message and "layer1.2" in message
-
-    junk = tmp_path / "junk.pth"
-    torch.save({"foo": torch.zeros(3)}, junk)
-    message = _one_line_error(f"imagenet:{junk}")
-    assert str(junk) in message and "unexpected" in message
-
-    text = tmp_path / "notes.txt"
-    text.write_text("these are not weights\n")
-    assert str(text) in _one_line_error(f"imagenet:{text}")
-    assert str(text) in _one_line_error(str(text))  # as a ptxssl encoder file
-
-    nested = tmp_path / "checkpoint.pth"
-    torch.save({"epoch": 3, "state_dict": {"conv1.weight": torch.zeros(1)}}, nested)
-    assert "not a state_dict" in _one_line_error(f"imagenet:{nested}")
-
-    pickled = tmp_path / "model.pth"
-    torch.save(torchvision.models.resnet18(weights=None), pickled)  # a whole pickled module
-    assert str(pickled) in _one_line_error(f"imagenet:{pickled}")
-
-    assert "not found" in _one_line_error(f"imagenet:{tmp_path / 'absent.pth'}")
-    assert "random" in _one_line_error(str(tmp_path / "absent"))
-
-
-def test_wrong_channel_count_and_truncated_encoder(tmp_path):
-    rgb = save_encoder(build_encoder(3), tmp_path / "rgb", {"in_channels": 3})
-    message = _one_line_error(str(rgb), in_channels=1)
-    assert str(rgb) in message and "3 input channels" in message and "has 1" in message
-
-    grey = save_encoder(build_encoder(1), tmp_path / "grey", {"in_channels": 1})
-    grey.write_bytes(grey.read_bytes()[: grey.stat().st_size // 2])
-    assert str(grey) in _one_line_error(str(grey))
-
-    r18 = tmp_path / "r18" / "encoder.safetensors"
-    r18.parent.mkdir()
-    enc18 = smp.encoders.get_encoder("resnet18", in_channels=1, weights=None)
-    save_file({k: v.contiguous() for k, v in enc18.state_dict().items()}, str(r18))
-    assert str(r18) in _one_line_error(str(r18))
-    assert "--in-channels" in _one_line_error("random", in_channels=2)
 
 
 META = {"image_size": 32, "in_channels": 1, "threshold": 0.4, "min_area_fraction": 0.002,
@@ -252,11 +170,3 @@ def test_load_model_errors_name_the_folder(tmp_path):
         load_model(tmp_path / "run")
     with pytest.raises(ValueError, match="threshold"):
         save_model(model, tmp_path / "other", {k: v for k, v in META.items() if k != "threshold"}, "")
-
-
-def test_model_input_normalises_and_copies_grey_to_rgb():
-    x = torch.full((2, 1, 4, 4), NORMALIZATION["mean"] + NORMALIZATION["std"])
-    one = model_input(x, 1, NORMALIZATION)
-    three = model_input(x, 3, NORMALIZATION)
-    assert one.shape == (2, 1, 4, 4) and torch.allclose(one, torch.ones_like(one))
-    assert three.shape == (2, 3, 4, 4) and torch.allclose(three, torch.ones_like(three))

@@ -17,7 +17,7 @@ from ptxssl.datasets.dicom import read_dicom, write_dicom
 from ptxssl.datasets.images import letterbox, letterbox_mask
 from ptxssl.datasets.rle import decode_siim, encode_siim
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import NORMALIZATION
+from ptxssl.encoders import NORMALIZATION
 from ptxssl.transfer.metrics import postprocess
 from ptxssl.transfer.model import build_unet, save_model
 from ptxssl.transfer.predict import predict_dicoms, unletterbox

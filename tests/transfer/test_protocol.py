@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import build_encoder, save_encoder
+from ptxssl.encoders import build_encoder, save_encoder
 from ptxssl.transfer.protocol import (balanced_subset, check_protocol_keys, departures, load_protocol,
                                       protocol_names, split_rows)
 from ptxssl.transfer.run import TransferConfig, resolve_config, transfer

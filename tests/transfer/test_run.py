@@ -15,7 +15,7 @@ from ptxssl.errors import UserError
 from ptxssl.datasets.dicom import read_dicom
 from ptxssl.datasets.images import letterbox
 from ptxssl.datasets.rle import decode_siim
-from ptxssl.pretrain.encoder import NORMALIZATION, build_encoder, save_encoder
+from ptxssl.encoders import NORMALIZATION, build_encoder, save_encoder
 from ptxssl.transfer.compare import compare
 from ptxssl.transfer.metrics import DEFAULT_AREA_FRACTIONS, TRIPLET_BOTTOMS, TRIPLET_TOPS, postprocess_triplet
 from ptxssl.transfer.predict import predict_dicoms, unletterbox

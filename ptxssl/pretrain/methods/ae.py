@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from ptxssl.engine.config import opt
-from ptxssl.pretrain.encoder import DEFAULT_ARCH, deepest
+from ptxssl.encoders import DEFAULT_ARCH, deepest
 from ptxssl.pretrain.methods.base import Method, MethodConfig
 from ptxssl.pretrain.methods.decoder import Bottleneck, ConvDecoder
 
@@ -35,6 +35,7 @@ def reconstruction_loss(logits: torch.Tensor, target: torch.Tensor, kind: str,
 
 class AE(Method):
     name = "ae"
+    title = "autoencoder"
     config_class = AEConfig
 
     def __init__(self, cfg: AEConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.engine.config import opt
-from ptxssl.pretrain.encoder import DEFAULT_ARCH, build_encoder, feature_dim, pooled
+from ptxssl.encoders import DEFAULT_ARCH, build_encoder, feature_dim, pooled
 
 
 @dataclass
@@ -31,7 +31,11 @@ class MethodConfig:
 
 
 class Method(nn.Module):
-    """Base class: subclasses set `name`, `config_class`, `inputs` and implement `step`.
+    """Base class: subclasses set `name`, `title`, `config_class`, `inputs` and implement `step`.
+
+    `name` is the registry key (`--method`, folder names); `title` is the human name that
+    figures and the demo report print ("MoCo v2" for moco), kept here, beside the method, so
+    every place that names a method agrees with the one that implements it.
 
     `inputs` says what the data pipeline feeds `step`:
         "image"  -> batch["image"] (N, C, S, S) in [0, 1]
@@ -40,6 +44,7 @@ class Method(nn.Module):
     """
 
     name: ClassVar[str]
+    title: ClassVar[str]  # the human name, e.g. "MoCo v2": figure titles, the demo report
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     inputs: ClassVar[str] = "image"
 

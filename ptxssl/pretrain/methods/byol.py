@@ -30,7 +30,7 @@ from lightly.loss import NegativeCosineSimilarity
 from lightly.models.modules import BYOLPredictionHead, BYOLProjectionHead
 
 from ptxssl.engine.config import opt
-from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
+from ptxssl.encoders import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ptxssl.pretrain.encoder import feature_dim
+from ptxssl.encoders import feature_dim
 
 _STRIDE = 32  # the decoder upsamples by 2**5, from an S/32 grid to S
 

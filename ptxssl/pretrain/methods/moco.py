@@ -39,7 +39,7 @@ from lightly.utils import dist
 
 from ptxssl.errors import UserError
 from ptxssl.engine.config import opt
-from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
+from ptxssl.encoders import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import MomentumConfig, MomentumMethod
 
 

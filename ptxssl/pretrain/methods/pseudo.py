@@ -51,6 +51,7 @@ def read_pseudo_labels(path: str | Path) -> pd.Series:
 
 class Pseudo(LabelMethod):
     name = "pseudo"
+    title = "pseudo-labels"
     config_class = PseudoConfig
 
     @classmethod

@@ -28,7 +28,7 @@ from lightly.models.modules import SimCLRProjectionHead
 from lightly.utils import dist
 
 from ptxssl.engine.config import opt
-from ptxssl.pretrain.encoder import DEFAULT_ARCH, pooled
+from ptxssl.encoders import DEFAULT_ARCH, pooled
 from ptxssl.pretrain.methods.two_view import TwoViewConfig, TwoViewMethod
 
 

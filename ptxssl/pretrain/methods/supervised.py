@@ -38,6 +38,7 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 class Supervised(LabelMethod):
     name = "supervised"
+    title = "supervised (weak labels)"
     config_class = SupervisedConfig
 
     @classmethod

@@ -10,16 +10,15 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.augment import ChestXrayAugment, augment_preset, views_figure
+from ptxssl.engine.augment import ChestXrayAugment, augment_preset
 from ptxssl.engine.config import opt
-from ptxssl.pretrain.encoder import DEFAULT_ARCH
+from ptxssl.encoders import DEFAULT_ARCH
 from ptxssl.pretrain.methods.base import Method, MethodConfig
 
 
@@ -57,7 +56,6 @@ class TwoViewMethod(Method):
     """A method that compares two augmented views of each image, made from batch["generator"]."""
 
     inputs = "image"
-    title: ClassVar[str] = ""  # the method's name in figure titles
 
     def __init__(self, cfg: TwoViewConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
                  arch: str = DEFAULT_ARCH) -> None:
@@ -66,6 +64,8 @@ class TwoViewMethod(Method):
 
     @torch.no_grad()
     def write_figures(self, batch: dict, out_dir: Path) -> list[Path]:
+        from ptxssl.pretrain.figures import views_figure  # matplotlib only when a run draws
+
         return [views_figure(self.augment, batch["image"], out_dir, self.title)]
 
 

@@ -27,7 +27,7 @@ import torch
 
 from ptxssl.errors import UserError
 from ptxssl.engine.config import opt
-from ptxssl.pretrain.encoder import DEFAULT_ARCH, deepest
+from ptxssl.encoders import DEFAULT_ARCH, deepest
 from ptxssl.pretrain.methods.ae import AEConfig, reconstruction_loss
 from ptxssl.pretrain.methods.base import Method
 from ptxssl.pretrain.methods.decoder import Bottleneck, ConvDecoder
@@ -52,6 +52,7 @@ def kl_to_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tenso
 
 class VAE(Method):
     name = "vae"
+    title = "β-VAE"
     config_class = VAEConfig
 
     def __init__(self, cfg: VAEConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,

@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.encoder import build_encoder
+from ptxssl.encoders import build_encoder
 from ptxssl.engine.trainer import NonFiniteLossError
 from ptxssl.pretrain.methods import ae as ae_module
 from ptxssl.pretrain.run import load_method, pretrain, resolve_config

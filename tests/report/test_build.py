@@ -9,73 +9,14 @@ import re
 import shutil
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import pytest
 
 from ptxssl import report
-from ptxssl.report import StageTimer, write_report
+from ptxssl.report import write_report
 
-REPO = Path(__file__).resolve().parents[1]
-IMG = '<img src="data:image/png;base64,'
-FIGURES = ["pretrain/vae/figures/reconstructions.png", "pretrain/vae/figures/samples.png",
-           "pretrain/simclr/figures/views.png", "cluster/vae/umap.png", "anomaly/vae/histogram.png",
-           "anomaly/random/histogram.png", "compare/dice_vs_fraction.png"]
+from .fakes import FIGURES, IMG, write_json
 
-
-def _png(path: Path, value: int) -> None:
-    """A tiny distinct PNG (a 2x2 image whose colour depends on `value`)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(0.5, 0.5), dpi=20)
-    ax.imshow([[value, 0], [0, value]], vmin=0, vmax=len(FIGURES))
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _json(path: Path, obj) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj))
-
-
-def _detection(auroc: float, ap: float, images: int) -> dict:
-    return {"auroc": auroc, "average_precision": ap, "recall_at_threshold": 0.5, "images": images}
-
-
-@pytest.fixture
-def demo(tmp_path: Path) -> Path:
-    """A fake demo folder with every output the report reads."""
-    d = tmp_path / "demo"
-    for i, rel in enumerate(FIGURES, 1):
-        _png(d / rel, i)
-    for method, loss in (("vae", 2100.5), ("simclr", 3.25)):
-        _json(d / "pretrain" / method / "encoder.json", {"method": method, "steps": 20})
-        (d / "pretrain" / method / "metrics.csv").write_text(
-            f"epoch,loss_epoch,loss_step,probe_auroc,step\n0,,5000,,0\n0,{loss},,0.6123,19\n")
-    _json(d / "pretrain" / "pseudo" / "encoder.json", {"method": "pseudo", "steps": 20})
-    agreement = {name: {"nmi": nmi, "ari": 0.01, "purity": 0.9, "purity_baseline": 0.85, "images": 64}
-                 for name, nmi in (("finding", 0.1535), ("anomaly", 0.2369), ("Cardiomegaly", 0.0894),
-                                   ("Mass", 0.0382), ("Edema", 0.0188), ("Hernia", 0.0101))}
-    _json(d / "cluster" / "vae" / "metrics.json", {
-        "images": 64, "n_clusters": 4, "noise_fraction": 0.0, "sizes": {"0": 31, "2": 30, "1": 2, "3": 1},
-        "silhouette": 0.5549, "agreement": agreement, "fit": {"method": "gmm", "pca": {"components": 3}}})
-    for name, (auroc, rot) in {"vae": (0.9125, 0.9876), "random": (0.7417, 0.5432)}.items():
-        _json(d / "anomaly" / name / "metrics.json", {
-            "threshold": 1.0, "labels": {**_detection(auroc, 0.5, 4), "per_kind": {
-                "flipped": _detection(0.8, 0.1, 2), "rotated": _detection(rot, 0.3, 2)}},
-            "config": {"method": "gmm", "reference": "train", "percentile": 95.0}})
-    (d / "compare").mkdir(parents=True, exist_ok=True)
-    (d / "compare" / "table.md").write_text(
-        "Test SIIM score (mean ± std over 1 seed(s)); Δ = difference from `random`.\n\n"
-        "| encoder | label fraction | SIIM score | Δ vs random |\n|---|---|---|---|\n"
-        "| random | 1 | 0.7500 ± 0.0000 | — |\n| vae | 1 | 0.8125 ± 0.0000 | +0.0625 [+0.0000, +0.1250] |\n")
-    (d / "compare" / "results.csv").write_text(
-        "encoder,fraction,siim_dice,seconds\nrandom,1,0.75,9.5\nvae,1,0.81,20.5\n")
-    _json(d / "compare" / "runs" / "vae" / "f1-s0" / "metrics.json", {"test": {"n_images": 4}})
-    _json(d / report.TIMINGS, {"runs": 1, "stages": {"synth: 64 images": 2.5, "info siim: 64 images": 0.0,
-                                                     "pretrain vae: 20 steps": 50.0}})
-    return d
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _links(md: str) -> list[str]:
@@ -143,24 +84,33 @@ def test_an_empty_folder_gives_a_report_of_notes(tmp_path):
 
 
 def test_unexpected_content_skips_the_section_with_a_note(demo):
-    _json(demo / "cluster" / "vae" / "metrics.json", {"agreement": {"finding": 3}})
+    write_json(demo / "cluster" / "vae" / "metrics.json", {"agreement": {"finding": 3}})
     md = write_report(demo)[0].read_text()
     assert "Skipped a section (cluster)" in md
     assert "dashed line is the threshold" in md
 
 
-def test_stage_timer_sums_stages_over_runs(tmp_path, monkeypatch):
-    clock = iter([0.0, 2.0, 12.0, 100.0, 101.5])  # indented lines read no time
-    monkeypatch.setattr(report.time, "perf_counter", lambda: next(clock))
-    first = StageTimer(tmp_path)
-    pretrain = f"pretrain -> {tmp_path}/pretrain/vae"
-    for text in ("synth", pretrain, "  a compare line", "done"):  # indented lines are not stages
-        first.stage(text)
-    second = StageTimer(tmp_path)  # a rerun: synth is skipped, pretrain resumes
-    second.stage(pretrain)
-    second.stage("done")
-    log = json.loads((tmp_path / report.TIMINGS).read_text())
-    assert log == {"runs": 2, "stages": {"synth": 2.0, "pretrain -> pretrain/vae": 11.5}}
+def test_pretrain_runs_are_in_registry_order(demo):
+    md = write_report(demo)[0].read_text()
+    rows = re.findall(r"^\| (\w+) \| 20 \|", md, flags=re.MULTILINE)
+    assert rows == ["vae", "simclr", "pseudo"]  # METHODS' order, not alphabetical
+
+
+def test_a_resnet18_demo_never_says_resnet34(demo):
+    """Every file that can record the arch says resnet18: the page names ResNet-18 wherever it names an
+    encoder, and never the default ResNet-34 it used to hard-code."""
+    for run in ("vae", "simclr", "pseudo"):
+        meta = demo / "pretrain" / run / "encoder.json"
+        write_json(meta, {**json.loads(meta.read_text()), "arch": "resnet18"})
+    (demo / "compare" / "results.csv").write_text(
+        "encoder,arch,fraction,siim_dice,seconds\nrandom,resnet18,1,0.75,9.5\nvae,resnet18,1,0.81,20.5\n")
+    md_path, html_path = write_report(demo)
+    md, page = md_path.read_text(), html_path.read_text()
+    for text in (md, page):
+        assert "ResNet-34" not in text and "resnet34" not in text
+    assert "the same ResNet-18 with untrained random weights" in md  # anomaly's random, from the demo's runs
+    assert "| vae | 20 | 2100.5 | 0.612 | β-VAE | ResNet-18 |" in md
+    assert "(encoder: ResNet-18)" in md
 
 
 def _screenshot_module():

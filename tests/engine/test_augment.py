@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ptxssl.errors import UserError
-from ptxssl.pretrain.augment import AugmentConfig, ChestXrayAugment, augment_preset
+from ptxssl.engine.augment import AugmentConfig, ChestXrayAugment, augment_preset
 
 
 def gen(seed: int) -> torch.Generator:

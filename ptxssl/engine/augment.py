@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -168,14 +167,3 @@ class ChestXrayAugment(nn.Module):
         planes = F.conv2d(planes, kernel.view(n * ch, 1, -1, 1), groups=n * ch)  # along H
         planes = F.conv2d(planes, kernel.view(n * ch, 1, 1, -1), groups=n * ch)  # along W
         return planes.view(n, ch, size, size)
-
-
-@torch.no_grad()
-def views_figure(augment: ChestXrayAugment, x: torch.Tensor, out_dir: Path, method: str) -> Path:
-    """figures/views.png: images (top) and two augmented views of each, from a fixed seed."""
-    from ptxssl.pretrain.figures import image_grid
-
-    g = torch.Generator().manual_seed(0)
-    x = x[:8]
-    return image_grid([x, augment(x, g), augment(x, g)], Path(out_dir) / "views.png",
-                      title=f"{method}: input (top) and two augmented views", row_labels=["input", "view 1", "view 2"])

@@ -1,114 +1,34 @@
-"""The encoder every method trains, its 1-channel policy, and the encoder file.
+"""The encoder file contract: `encoder.safetensors` + `encoder.json`, written and read here only.
 
-The encoder *is* segmentation-models-pytorch's own encoder for `--arch` (default resnet34;
-any smp encoder name: resnet18, vgg13, densenet121, efficientnet-b3, ...), built by
-`build_encoder` and nowhere else, so a pretrained state_dict loads key-for-key,
-`strict=True`, into `smp.Unet(arch, encoder_weights=None, in_channels=C).encoder`.
-Feature sizes come from the built encoder (`feature_dim`), never from a constant: a
-resnet34 ends in 512 channels, a densenet121 in 1024, an efficientnet-b3 in 384.
-
-1-channel policy (the same in every stage, recorded in encoder.json):
-    images are grey in [0, 1] and normalised with ImageNet's grey statistics
-    (mean 0.449, std 0.226: the means of its RGB mean/std). ImageNet weights reach 1 channel
-    the way smp adapts the first convolution (summing the RGB kernels), so a grey image
-    normalised this way gives an ImageNet encoder the same activations as the grey image
-    copied into R, G and B.
-
-Encoder file: `encoder.safetensors` (tensors only: loading it cannot run code) and
-`encoder.json` beside it (method, arch, in_channels, image size, normalisation, data, steps,
-package version). The arch lives with the weights: loading checks the tensors against the
-arch the file records, and a run that asks for another arch is told so.
+`encoder.safetensors` holds tensors only (loading it cannot run code) and loads with
+`strict=True` into `smp.Unet(arch, encoder_weights=None, in_channels=C).encoder`;
+`encoder.json` beside it records method, arch, in_channels, image size, normalisation, the
+data it was trained on, steps and the package version. The arch lives with the weights:
+loading checks the tensors against the arch the file records, and a run that asks for
+another arch is told so.
 """
 from __future__ import annotations
 
-import difflib
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 
-import segmentation_models_pytorch as smp
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ptxssl import __version__
+from ptxssl.encoders.build import DEFAULT_ARCH, STUDY_ARCHS, build_encoder, check_arch, first_conv, layout
+from ptxssl.encoders.input import NORMALIZATION
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_json
 
-DEFAULT_ARCH = "resnet34"
-# the encoders the pneumothorax studies used; named in errors and tried when a file's
-# tensors do not fit the arch it records
-STUDY_ARCHS = ("resnet18", "resnet34", "vgg13", "densenet121", "efficientnet-b3")
-NORMALIZATION = {"mean": 0.449, "std": 0.226}
 WEIGHTS_FILE, META_FILE = "encoder.safetensors", "encoder.json"
-
-
-def check_arch(arch: str) -> str:
-    """`arch` if smp knows it (its own encoders, or timm's as `tu-NAME`); otherwise a
-    UserError suggesting the nearest names."""
-    names = smp.encoders.get_encoder_names()
-    if arch in names or (arch.startswith("tu-") and len(arch) > 3):
-        return arch
-    near = difflib.get_close_matches(arch, names, n=3) or list(STUDY_ARCHS)
-    raise UserError(f"--arch {arch!r}: not a segmentation_models_pytorch encoder; did you mean "
-                    f"{', '.join(near)}? (all names: segmentation_models_pytorch.encoders.get_encoder_names())")
-
-
-def build_encoder(in_channels: int = 1, arch: str = DEFAULT_ARCH) -> nn.Module:
-    """A randomly initialised smp encoder for `arch` (never downloads anything); the one place
-    ptxssl builds an encoder, so pretraining, analysis and transfer share its layout."""
-    if in_channels not in (1, 3):
-        raise UserError(f"--in-channels must be 1 or 3 (got {in_channels})")
-    with smp_build_errors(check_arch(arch), in_channels):
-        return smp.encoders.get_encoder(arch, in_channels=in_channels, depth=5, weights=None)
-
-
-@contextmanager
-def smp_build_errors(arch: str, in_channels: int) -> Iterator[None]:
-    """Turn smp's refusal to build `arch` (e.g. an encoder that only takes 3 channels) into a
-    one-line UserError; used around every smp constructor ptxssl calls."""
-    try:
-        yield
-    except (KeyError, ValueError, RuntimeError, NotImplementedError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
-        raise UserError(f"--arch {arch}: smp cannot build this encoder with {in_channels} input channel(s) "
-                        f"({first}); choose another, e.g. {', '.join(STUDY_ARCHS)}") from None
-
-
-@lru_cache(maxsize=None)
-def layout(arch: str, in_channels: int = 1) -> tuple[str, dict[str, torch.Size]]:
-    """(name of the input convolution's weight, {tensor name: shape}) of `arch`'s encoder.
-
-    Built once per (arch, channels) on the meta device: names and shapes without memory or
-    init cost (a real vgg13 spends ~1 s initialising the classifier smp then deletes), so
-    every file check can afford it.
-    """
-    with torch.device("meta"):
-        encoder = build_encoder(in_channels, arch)
-    shapes = {k: v.shape for k, v in encoder.state_dict().items()}
-    return first_conv(encoder)[0] + ".weight", shapes
 
 
 def shapes_of(state: dict[str, torch.Tensor]) -> dict[str, torch.Size]:
     """{name: shape} of a state_dict, the form `mismatch` compares."""
     return {k: v.shape for k, v in state.items()}
-
-
-def feature_dim(encoder: nn.Module) -> int:
-    """Channels of the encoder's deepest stage: the size of `pooled` features and of every head."""
-    return int(encoder.out_channels[-1])
-
-
-def first_conv(encoder: nn.Module) -> tuple[str, nn.Conv2d]:
-    """(name, module) of the input convolution, the one smp's `patch_first_conv` adapts to
-    1 channel; its weight's second dimension is the encoder's input channel count."""
-    for name, module in encoder.named_modules():
-        if isinstance(module, nn.Conv2d):
-            return name, module
-    raise ValueError(f"{type(encoder).__name__} has no Conv2d")
 
 
 def load_strict(encoder: nn.Module, state: dict[str, torch.Tensor]) -> None:
@@ -137,21 +57,6 @@ def guess_arch(state: dict[str, torch.Tensor]) -> str | None:
         if own.keys() == state.keys() and all(state[k].shape == v for k, v in own.items() if k != conv):
             return arch
     return None
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] grey images -> the encoder's input scale (see the 1-channel policy above)."""
-    return (x - NORMALIZATION["mean"]) / NORMALIZATION["std"]
-
-
-def deepest(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1] -> (N, D, H/32, W/32), D = feature_dim: the last stage, no skip features."""
-    return encoder(normalize(x))[-1]
-
-
-def pooled(encoder: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) in [0, 1] -> (N, D) global-average-pooled features, D = feature_dim."""
-    return deepest(encoder, x).mean(dim=(2, 3))
 
 
 def save_encoder(encoder: nn.Module, out_dir: str | Path, meta: dict) -> Path:
