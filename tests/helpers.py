@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 
@@ -37,3 +39,35 @@ def assert_features_close(actual, expected, depth: int = 36, fan_in: int = 4608)
     tol = 4 * depth * np.finfo(np.float32).eps * np.sqrt(fan_in)  # ~1.2e-3
     scale = float(np.abs(expected).max()) or 1.0
     np.testing.assert_allclose(actual, expected, rtol=tol, atol=tol * scale)
+
+
+def assert_encoder_is(encoder: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """`encoder` holds exactly the tensors of `state`: the same names, every tensor equal."""
+    own = encoder.state_dict()
+    assert own.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(own[key], value), key
+
+
+def assert_state_equal(module, state: dict) -> None:
+    """`module` holds exactly `state`'s tensors (an ImageNet file's fc.* classifier aside)."""
+    import torch
+
+    own = module.state_dict()
+    assert set(own) == {k for k in state if not k.startswith("fc.")}
+    for k, v in own.items():
+        assert torch.equal(v, state[k]), k
+
+
+def scrambled(module, seed: int):
+    """`module` with every parameter and BN buffer set to values no initialiser would produce
+    (uniform in [0.5, 1.5)), so a test can tell loaded weights from built ones."""
+    import torch
+
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for t in module.state_dict().values():
+            if t.is_floating_point():
+                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
+    return module
+

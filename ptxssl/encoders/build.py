@@ -68,11 +68,14 @@ def smp_build_errors(arch: str, in_channels: int) -> Iterator[None]:
 def layout(arch: str, in_channels: int = 1) -> tuple[str, dict[str, torch.Size]]:
     """(name of the input convolution's weight, {tensor name: shape}) of `arch`'s encoder.
 
-    Built once per (arch, channels) on the meta device: names and shapes without memory or
-    init cost (a real vgg13 spends ~1 s initialising the classifier smp then deletes), so
-    every file check can afford it.
+    Built once per (arch, channels) on the meta device where smp allows it: names and shapes
+    without memory or init cost (a real vgg13 spends ~1 s initialising the classifier smp then
+    deletes), so every file check can afford it.
     """
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            encoder = build_encoder(in_channels, arch)
+    except UserError:  # a few smp encoders (mit_b*) read tensor values while building: not on meta
         encoder = build_encoder(in_channels, arch)
     shapes = {k: v.shape for k, v in encoder.state_dict().items()}
     return first_conv(encoder)[0] + ".weight", shapes

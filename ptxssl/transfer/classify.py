@@ -40,13 +40,12 @@ from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, file_sha1, write_csv, write_json
 from ptxssl.encoders import NORMALIZATION, build_encoder, feature_dim, init_encoder, input_channels, normalize
 from ptxssl.engine.trainer import clear_run_dir, prepare_run_dir
-from ptxssl.transfer.losses import DEFAULT_LOSS
+from ptxssl.transfer.config import check_task
 from ptxssl.transfer.metrics import image_auroc, image_detection
 from ptxssl.transfer.model import MODEL_DIR, TTA_MODES, load_model, probabilities, unet_arch
-from ptxssl.transfer.module import SegmentationModule
+from ptxssl.transfer.module import TransferModule
 from ptxssl.transfer.harness import finish_run, fit_best, load_run_data, record_subset
 
-TASKS = ("segment", "classify")
 WEIGHTS, META = "classifier.safetensors", "classifier.json"
 
 
@@ -81,13 +80,13 @@ class ImageClassifier(nn.Module):
         return self.head(self.encoder(x)[-1].mean(dim=(2, 3)))  # (N, D, s, s) -> (N, D) -> (N, 1)
 
 
-class ClassifyModule(SegmentationModule):
-    """SegmentationModule's resizing, encoder freezing (BatchNorm in eval too) and encoder /
-    head learning rates, around an ImageClassifier (held as `unet`, the attribute those use)."""
+class ClassifyModule(TransferModule):
+    """An ImageClassifier trained with BCE on the image labels; the validation score is the
+    image AUROC over the whole val split. Resizing, freezing and learning rates: TransferModule."""
 
     def __init__(self, classifier: ImageClassifier, cfg, image_size: int, run_dir: str | Path = ".") -> None:
-        super().__init__(classifier, cfg, image_size, run_dir)
-        self.in_channels = classifier.input_channels  # 1 with a mask model, whose encoder takes 3
+        # the input is 1 channel with a mask model, whose output makes the encoder's 3
+        super().__init__(classifier, cfg, image_size, run_dir, in_channels=classifier.input_channels)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x, _ = self.adapt(batch["image"])
@@ -157,11 +156,7 @@ def tune_threshold(probs: np.ndarray, labels: np.ndarray) -> dict:
 def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool = True) -> dict:
     """Train the classifier, keep the best epoch by val AUROC, tune the threshold on val, score
     test; return metrics (see the module docstring for the run folder)."""
-    if cfg.task not in TASKS:
-        raise UserError(f"--task must be {' or '.join(TASKS)} (got {cfg.task!r})")
-    if cfg.loss != DEFAULT_LOSS or cfg.postprocess != "tuned":
-        raise UserError("--loss and --postprocess are for --task segment; --task classify trains with BCE "
-                        "and tunes its threshold for F1 on val")
+    check_task(replace(cfg, task="classify"))
     data = load_run_data(cfg, masks=False)
     positive = data.val.labels[data.val.rows, 0] == 1
     if positive.all() or not positive.any():
@@ -192,7 +187,7 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
                "test_images": len(test), "seed": cfg.seed, "seconds": round(trainer.fit_seconds, 1)}
     write_csv(out / "test_scores.csv", ["image_id", "probability", "label"],
               zip(test.ids, test_probs.astype(float), test_labels.astype(int)))  # float32 values, exactly
-    save_classifier(module.unet, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
+    save_classifier(module.model, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
                                        "encoder_channels": encoder_channels, "threshold": tuned["threshold"],
                                        "tta": cfg.tta, "encoder": init, "mask_input": mask_meta,
                                        "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []})

@@ -6,11 +6,16 @@ runs share one definition.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 from ptxssl.engine.config import TrainConfig, opt, resolve
+from ptxssl.errors import UserError
 from ptxssl.transfer.losses import DEFAULT_LOSS
+
+# what each task is, for the error that names an option of the other task
+TASKS = {"segment": "--task segment trains a UNet on the masks with --loss and tunes --postprocess on val",
+         "classify": "--task classify trains with BCE and tunes its threshold for F1 on val"}
 
 
 @dataclass
@@ -30,7 +35,7 @@ class TransferConfig(TrainConfig):
     encoder_lr_scale: float = opt(1.0, "Encoder learning rate as a fraction of --lr (e.g. 0.1).")
     freeze_epochs: int = opt(0, "Train only the decoder for this many first epochs (encoder BatchNorm "
                                 "in eval mode too); -1: the whole run (a frozen encoder).")
-    loss: str = opt(DEFAULT_LOSS, "Loss terms NAME:WEIGHT, comma-separated, from bce, dice, focal, lovasz "
+    loss: str = opt(DEFAULT_LOSS, task="segment", help="Loss terms NAME:WEIGHT, comma-separated, from bce, dice, focal, lovasz "
                                   "(e.g. bce:3,dice:1,focal:4).")
     hflip: float = opt(0.5, "Horizontal flip probability of the training augmentation.")
     augment: bool = opt(True, "Flips and small affine / intensity changes on training images.")
@@ -51,14 +56,14 @@ class TransferConfig(TrainConfig):
     resample_every: int = opt(1, "--sampler balanced: draw new negatives every N epochs.")
     pos_rate_start: float = opt(0.8, "--sampler sliding: positive share of the first epoch.")
     pos_rate_end: float = opt(0.4, "--sampler sliding: positive share of the last epoch.")
-    postprocess: str = opt("tuned", "tuned: threshold and minimum area searched on val; fixed: --threshold, "
+    postprocess: str = opt("tuned", task="segment", help="tuned: threshold and minimum area searched on val; fixed: --threshold, "
                                     "no minimum area; triplet: an image is positive if a minimum area exceeds "
                                     "a top threshold, its mask is then drawn at a bottom threshold (all three "
                                     "searched on val).")
-    threshold: float = opt(0.5, "Probability threshold when --postprocess fixed.")
+    threshold: float = opt(0.5, task="segment", help="Probability threshold when --postprocess fixed.")
     tta: str = opt("none", "Test-time augmentation for val tuning, test and predict: none, or hflip (mean with "
                            "the flipped-back prediction of the mirrored image).")
-    mask_input: str = opt("", "--task classify: a transfer run whose UNet, frozen, feeds its probability map "
+    mask_input: str = opt("", task="classify", help="--task classify: a transfer run whose UNet, frozen, feeds its probability map "
                               "as a channel beside the image ([map, image, image]: the published cascade).")
     average_top_k: int = opt(0, "Test (and save) the mean weights of the K best epochs by val score; 0 or 1: "
                                 "the best epoch.")
@@ -71,3 +76,15 @@ def resolve_config(config_file: str | Path | None = None, overrides: dict | None
                    preset: dict | None = None) -> TransferConfig:
     """Defaults < `preset` (a protocol's options) < `config_file` < `overrides`, as for pretraining."""
     return resolve([TransferConfig], config_file, dict(overrides or {}), "transfer", preset)[0]
+
+
+def check_task(cfg: TransferConfig) -> None:
+    """--task is one of TASKS, and every option that belongs to the other task (a field with
+    `task=` in its metadata) is at its default; otherwise a one-line UserError naming them."""
+    if cfg.task not in TASKS:
+        raise UserError(f"--task must be {' or '.join(TASKS)} (got {cfg.task!r})")
+    foreign = [f for f in fields(cfg) if f.metadata.get("task", cfg.task) != cfg.task and getattr(cfg, f.name) != f.default]
+    if foreign:
+        names = " and ".join("--" + f.name.replace("_", "-") for f in foreign)
+        verb = "is" if len(foreign) == 1 else "are"
+        raise UserError(f"{names} {verb} for --task {foreign[0].metadata['task']}; {TASKS[cfg.task]}")

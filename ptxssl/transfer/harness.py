@@ -25,6 +25,7 @@ from ptxssl.transfer.averaging import average_checkpoints, top_k_paths
 from ptxssl.transfer.config import TransferConfig
 from ptxssl.transfer.metrics import POSTPROCESS_MODES
 from ptxssl.transfer.model import TTA_MODES
+from ptxssl.transfer.module import current_keys
 from ptxssl.transfer.protocol import SPLITS, balanced_subset, run_splits
 from ptxssl.transfer.sampling import ScheduleSampler
 from ptxssl.transfer.subset import label_subset
@@ -50,8 +51,6 @@ def _check_options(cfg: TransferConfig) -> None:
         raise UserError(f"--postprocess must be tuned, fixed or triplet (got {cfg.postprocess!r})")
     if cfg.tta not in TTA_MODES:
         raise UserError(f"--tta must be none or hflip (got {cfg.tta!r})")
-    if cfg.mask_input and cfg.task != "classify":
-        raise UserError("--mask-input is for --task classify (a cascade classifier reading a UNet's map)")
     if cfg.average_top_k < 0:
         raise UserError(f"--average-top-k must be 0 or more (got {cfg.average_top_k}); 0 keeps the best epoch")
 
@@ -69,7 +68,7 @@ def _load_best(module: pl.LightningModule, paths: list[Path]) -> list[int]:
     if not paths:  # no validation ran (e.g. --max-steps 0): the weights as they are
         return []
     state, epochs = average_checkpoints(paths)  # one path: exactly its weights
-    module.load_state_dict(state)
+    module.load_state_dict(current_keys(state))
     return epochs
 
 

@@ -1,4 +1,5 @@
-"""Lightning's view of the UNet: loss, augmentation, encoder freezing, validation score."""
+"""Lightning's view of a transfer model: the input path, encoder freezing and learning rates
+(TransferModule, both tasks), and the UNet's loss and validation score (SegmentationModule)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,35 +35,61 @@ def dice_at(probs: torch.Tensor, masks: torch.Tensor, threshold: float = VAL_THR
     return torch.where(total > 0, 2 * inter / total.clamp(min=1), torch.ones_like(total))
 
 
-class SegmentationModule(EngineModule):
-    """A UNet trained on (image, mask) batches of a SIIM cache.
+class TransferModule(EngineModule):
+    """What both transfer tasks train: a model (`.model`) whose `.encoder` came from an init.
 
     Images arrive in [0, 1] at the cache's size; `adapt` resizes them (masks with nearest
-    neighbour) to the run's size and normalises them the way the encoders were pretrained.
+    neighbour) to the run's size and `forward` feeds them through the one input path
+    (`ptxssl.encoders.encoder_input`). The encoder can be frozen for the first epochs (or the
+    whole run), its BatchNorm in eval mode too, and learns at its own rate (`encoder_lr_scale`).
     """
 
-    def __init__(self, unet: nn.Module, cfg, image_size: int, run_dir: str | Path = ".") -> None:
+    def __init__(self, model: nn.Module, cfg, image_size: int, run_dir: str | Path = ".",
+                 in_channels: int | None = None) -> None:
         super().__init__(flat(cfg), Path(run_dir))
-        self.unet, self.cfg, self.image_size = unet, cfg, image_size
-        self.in_channels = input_channels(unet.encoder)  # any arch: not only resnet's conv1
-        self.loss = SegmentationLoss(cfg.loss)
+        self.model, self.cfg, self.image_size = model, cfg, image_size
+        self.in_channels = in_channels or input_channels(model.encoder)  # any arch: not only resnet's conv1
         self.augment = segmentation_augment(cfg.hflip) if cfg.augment else None
 
     def adapt(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         return resize(x, self.image_size), None if mask is None else resize(mask, self.image_size, nearest=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, S, S) in [0, 1] -> (N, 1, S, S) logits."""
-        return self.unet(encoder_input(x, None, self.in_channels))
+        """(N, P, S, S) in [0, 1] -> the model's logits."""
+        return self.model(encoder_input(x, None, self.in_channels))
 
     def encoder_frozen(self) -> bool:
         return self.cfg.freeze_epochs < 0 or self.current_epoch < self.cfg.freeze_epochs
 
     def on_train_batch_start(self, batch: dict, batch_idx: int) -> None:
         frozen = self.encoder_frozen()
-        self.unet.encoder.requires_grad_(not frozen)
+        self.model.encoder.requires_grad_(not frozen)
         if frozen:  # BatchNorm must not drift while its weights stand still
-            self.unet.encoder.eval()
+            self.model.encoder.eval()
+
+    def configure_optimizers(self):
+        encoder = list(self.model.encoder.parameters())
+        others = [p for n, p in self.model.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
+        return torch.optim.Adam([{"params": others, "lr": self.cfg.lr},
+                                 {"params": encoder, "lr": self.cfg.lr * self.cfg.encoder_lr_scale}])
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["state_dict"] = current_keys(checkpoint["state_dict"])
+
+
+def current_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A module state_dict with the model under "model.": checkpoints written before ptxssl 0.1.1
+    held it under "unet." (the classifier too), so a run started then still resumes."""
+    return {("model." + k[len("unet."):] if k.startswith("unet.") else k): v for k, v in state.items()}
+
+
+class SegmentationModule(TransferModule):
+    """A UNet trained on (image, mask) batches of a SIIM cache with the run's loss; the
+    validation score is the mean Dice at a plain 0.5 threshold."""
+
+    def __init__(self, unet: nn.Module, cfg, image_size: int, run_dir: str | Path = ".") -> None:
+        super().__init__(unet, cfg, image_size, run_dir)
+        self.loss = SegmentationLoss(cfg.loss)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x, mask = self.adapt(batch["image"], batch["mask"])
@@ -79,15 +106,9 @@ class SegmentationModule(EngineModule):
         dice = dice_at(torch.sigmoid(self(x)), mask)  # (N,)
         self.log("val_score", dice.mean(), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
 
-    def configure_optimizers(self):
-        encoder = list(self.unet.encoder.parameters())
-        others = [p for n, p in self.unet.named_parameters() if not n.startswith("encoder.") and p.requires_grad]
-        return torch.optim.Adam([{"params": others, "lr": self.cfg.lr},
-                                 {"params": encoder, "lr": self.cfg.lr * self.cfg.encoder_lr_scale}])
-
 
 @torch.no_grad()
-def predict_loader(module: SegmentationModule, loader: DataLoader, progress: bool = False, tta: str = "none"
+def predict_loader(module: TransferModule, loader: DataLoader, progress: bool = False, tta: str = "none"
                    ) -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N, S, S) float32 and masks (N, S, S) bool at the run's size, in loader order.
 

@@ -22,7 +22,7 @@ from ptxssl.encoders import NORMALIZATION
 from ptxssl.engine.trainer import clear_run_dir, prepare_run_dir
 from ptxssl.files import write_csv
 from ptxssl.transfer.classify import classify
-from ptxssl.transfer.config import TransferConfig, resolve_config
+from ptxssl.transfer.config import TransferConfig, check_task, resolve_config
 from ptxssl.transfer.harness import finish_run, fit_best, load_run_data, record_subset
 from ptxssl.transfer.metrics import binarise, dice_per_image, evaluate, tune_on_val, tuned_rule
 from ptxssl.transfer.model import META_FILE, MODEL_DIR, build_unet, save_model
@@ -38,7 +38,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     metrics.json, model/ (smp `save_pretrained`), ptxssl.json, and checkpoints/ while it trains
     (kept afterwards with --keep-checkpoints).
     """
-    if cfg.task != "segment":  # classify, or a one-line error naming --task
+    check_task(cfg)  # a known task, and no option of the other task
+    if cfg.task == "classify":
         return classify(cfg, resume, overwrite, progress)
     data = load_run_data(cfg, masks=True)
     out = Path(cfg.out)
@@ -73,7 +74,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
             "postprocess": tuned["mode"], "threshold": tuned["threshold"],
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
             "tta": cfg.tta, "encoder": init, "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []}
-    save_model(module.unet, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
+    save_model(module.model, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
     return finish_run(cfg, out, metrics)
 
 

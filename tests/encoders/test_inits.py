@@ -15,29 +15,13 @@ from segmentation_models_pytorch.encoders._utils import patch_first_conv
 
 from ptxssl.encoders import INITS, build_encoder, init_encoder, save_encoder
 from ptxssl.errors import UserError
-
-
-def _assert_state_equal(module: torch.nn.Module, state: dict) -> None:
-    own = module.state_dict()
-    assert set(own) == {k for k in state if not k.startswith("fc.")}
-    for k, v in own.items():
-        assert torch.equal(v, state[k]), k
-
-
-def _scrambled(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give every parameter and BN buffer values no initialiser would produce."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in module.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-    return module
+from tests.helpers import assert_state_equal, scrambled
 
 
 @pytest.fixture(scope="module")
 def tv34_file(tmp_path_factory) -> tuple[Path, dict]:
     torch.manual_seed(1)
-    state = _scrambled(torchvision.models.resnet34(weights=None), 1).state_dict()
+    state = scrambled(torchvision.models.resnet34(weights=None), 1).state_dict()
     path = tmp_path_factory.mktemp("tv") / "resnet34.pth"
     torch.save(state, path)
     return path, state
@@ -72,7 +56,7 @@ def test_imagenet_file_three_channels_and_safetensors(tv34_file, tmp_path):
     save_file({k: v.contiguous() for k, v in state.items()}, str(st))
     for f in (path, st):
         encoder, _ = init_encoder(f"imagenet:{f}", in_channels=3)
-        _assert_state_equal(encoder, state)
+        assert_state_equal(encoder, state)
 
 
 def test_imagenet_offline_is_one_line_pointing_to_file(monkeypatch, tmp_path):
@@ -136,7 +120,7 @@ def sources(tv34_file, tmp_path) -> dict[str, tuple[str, dict | None]]:
     path, state = tv34_file
     three = init_encoder(f"imagenet:{path}", in_channels=3)[0].state_dict()  # the RGB weights as loaded
     one = {k: (v.sum(1, keepdim=True) if k == "conv1.weight" else v) for k, v in three.items()}
-    encoder = _scrambled(build_encoder(1), 3)
+    encoder = scrambled(build_encoder(1), 3)
     run = tmp_path / "run"
     save_encoder(encoder, run, {"in_channels": 1, "method": "ae"})
     return {"random": ("random", None), "imagenet:": (f"imagenet:{path}", one), "path": (str(run), encoder.state_dict())}
@@ -145,7 +129,7 @@ def sources(tv34_file, tmp_path) -> dict[str, tuple[str, dict | None]]:
 @pytest.mark.parametrize("name", sorted(INITS))
 def test_every_registered_init_builds_an_encoder_holding_its_weights(name, sources, monkeypatch):
     if name == "imagenet":  # the download itself cannot run here: smp's encoder stands in for it
-        weights = _scrambled(build_encoder(1), 5)
+        weights = scrambled(build_encoder(1), 5)
         monkeypatch.setattr(smp.encoders, "get_encoder", lambda *a, **k: weights)
         spec, expected = "imagenet", weights.state_dict()
     else:

@@ -6,41 +6,15 @@ import hashlib
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 
-from ptxssl.errors import UserError
 from ptxssl.encoders import NORMALIZATION, build_encoder, save_encoder
+from ptxssl.errors import UserError
 from ptxssl.transfer.model import build_unet, load_model, save_model
-
-
-def _assert_state_equal(module: torch.nn.Module, state: dict) -> None:
-    own = module.state_dict()
-    assert set(own) == {k for k in state if not k.startswith("fc.")}
-    for k, v in own.items():
-        assert torch.equal(v, state[k]), k
-
-
-def _scrambled(module: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Give every parameter and BN buffer values no initialiser would produce."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for t in module.state_dict().values():
-            if t.is_floating_point():
-                t.copy_(torch.rand(t.shape, generator=g) + 0.5)
-    return module
-
-
-@pytest.fixture(scope="module")
-def tv34_file(tmp_path_factory) -> tuple[Path, dict]:
-    torch.manual_seed(1)
-    state = _scrambled(torchvision.models.resnet34(weights=None), 1).state_dict()
-    path = tmp_path_factory.mktemp("tv") / "resnet34.pth"
-    torch.save(state, path)
-    return path, state
+from tests.helpers import assert_state_equal, scrambled
 
 
 def _one_line_error(init: str, in_channels: int = 1, arch: str | None = None) -> str:
@@ -67,13 +41,13 @@ def test_random_is_seeded():
 
 @pytest.mark.parametrize("as_folder", [False, True])
 def test_ptxssl_encoder_lands_tensor_for_tensor(tmp_path, as_folder):
-    encoder = _scrambled(build_encoder(1), 7)
+    encoder = scrambled(build_encoder(1), 7)
     weights = save_encoder(encoder, tmp_path / "run", {"in_channels": 1, "method": "simclr"})
     torch.manual_seed(0)
     unet, desc = build_unet(str(tmp_path / "run" if as_folder else weights))
     torch.manual_seed(0)
     reference, _ = build_unet("random")
-    _assert_state_equal(unet.encoder, encoder.state_dict())
+    assert_state_equal(unet.encoder, encoder.state_dict())
     assert not torch.equal(unet.encoder.conv1.weight, reference.encoder.conv1.weight)
     for name in ("decoder", "segmentation_head"):  # only the encoder is replaced
         for (k, v), w in zip(getattr(unet, name).state_dict().items(),
@@ -88,7 +62,7 @@ def test_imagenet_file_for_other_archs_as_smp_loads_it(tmp_path):
     """imagenet:FILE takes what smp's own encoder for --arch loads: torchvision's densenet121
     state_dict lands (conv0 summed to 1 channel); torchvision's efficientnet_b3 does not fit smp's
     efficientnet-b3 (another implementation), which the error says, naming smp's own file."""
-    state = _scrambled(torchvision.models.densenet121(weights=None), 2).state_dict()
+    state = scrambled(torchvision.models.densenet121(weights=None), 2).state_dict()
     torch.save(state, tmp_path / "densenet121.pth")
     unet, desc = build_unet(f"imagenet:{tmp_path / 'densenet121.pth'}", arch="densenet121")
     assert desc["arch"] == "densenet121" and unet.config["encoder_name"] == "densenet121"
@@ -111,7 +85,7 @@ META = {"image_size": 32, "in_channels": 1, "threshold": 0.4, "min_area_fraction
 def test_save_load_roundtrip_identical_outputs(tmp_path):
     torch.manual_seed(0)
     model, _ = build_unet("random")
-    _scrambled(model.decoder, 3)
+    scrambled(model.decoder, 3)
     model.eval()
     x = torch.rand(2, 1, 32, 32)
     with torch.no_grad():

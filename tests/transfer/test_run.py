@@ -142,11 +142,11 @@ def test_competition_recipe_run_records_it_and_predict_applies_it(siim_cache, tm
     ckpts = [torch.load(run / "checkpoints" / f"best-epoch={e}.ckpt", weights_only=True)["state_dict"]
              for e in (0, 1)]
     saved = smp.from_pretrained(str(run / "model")).state_dict()
-    assert not torch.equal(ckpts[0]["unet.decoder.blocks.0.conv1.0.weight"],
-                           ckpts[1]["unet.decoder.blocks.0.conv1.0.weight"])
+    assert not torch.equal(ckpts[0]["model.decoder.blocks.0.conv1.0.weight"],
+                           ckpts[1]["model.decoder.blocks.0.conv1.0.weight"])
     for key, value in saved.items():
         if value.is_floating_point():
-            torch.testing.assert_close(value, (ckpts[0]["unet." + key] + ckpts[1]["unet." + key]) / 2)
+            torch.testing.assert_close(value, (ckpts[0]["model." + key] + ckpts[1]["model." + key]) / 2)
     # predict reads the rule and the TTA from ptxssl.json ...
     meta = json.loads((run / "ptxssl.json").read_text())
     assert (meta["postprocess"], meta["tta"], meta["bottom"]) == ("triplet", "hflip", tuned["bottom"])
