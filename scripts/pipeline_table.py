@@ -24,7 +24,7 @@ import pandas as pd
 from ptxssl.files import write_text
 from ptxssl.engine.config import load_yaml
 from ptxssl.transfer.cascade import cascade_scores
-from ptxssl.transfer.bootstrap import paired_bootstrap
+from ptxssl.bootstrap import paired_bootstrap
 from ptxssl.transfer.compare import cell_name
 from ptxssl.transfer.rescore import rescore
 from ptxssl.transfer.run import resolve_config, transfer

@@ -14,6 +14,9 @@ from its last checkpoint, so a long table can be built over several sessions. `s
 (the 14 weak labels) is allowed as a reference: what a probe reaches when the encoder was
 trained on the labels.
 Each row's Δ vs random comes with a paired bootstrap 95 % interval over the held-out images.
+The probing is `ptxssl probe`'s (ptxssl/analysis/probe.py): every encoder under the same
+BatchNorm protocol (re-estimated on the probe's train images), random init also with its
+BatchNorm at init, labelled, so the table shows what the BatchNorm state alone does.
 
 The probes are fitted on up to --probe-images train images and scored on the val + test splits
 (more held-out positives than val alone), choosing its regularisation per finding by
@@ -30,20 +33,21 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from matplotlib.figure import Figure
 
-from ptxssl.analysis.plots import plt, save_figure
+from ptxssl.analysis.plots import save_figure
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.files import write_text
-from ptxssl.encoders import WEIGHTS_FILE, build_encoder, load_encoder, pooled
+from ptxssl.analysis.embed import load_embedder
+from ptxssl.analysis.probe import probe_encoders, table
+from ptxssl.encoders import WEIGHTS_FILE
 from ptxssl.engine.trainer import CHECKPOINT
 from ptxssl.pretrain.methods import get_method
 from ptxssl.pretrain.methods.two_view import TwoViewMethod
-from ptxssl.pretrain.probe import PROBES, probe_encoder, probe_features, probe_predictions
+from ptxssl.pretrain.probe import probe_encoder
 from ptxssl.pretrain.run import pretrain, resolve_config
-from ptxssl.transfer.bootstrap import auroc_difference, auroc_rows
 
 
 def make_cache(work: Path, args: argparse.Namespace) -> Path:
@@ -87,7 +91,8 @@ def thinned(curve: list, points: int = 12) -> list:
 
 def plot_curves(curves: dict[str, list[tuple[int, float]]], reference: float, path: Path) -> None:
     """The trainer's probe against steps for each run, random init as a dashed line."""
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+    fig = Figure(figsize=(6, 3.5))
+    ax = fig.subplots()
     for run, curve in curves.items():
         ax.plot(*zip(*curve), marker=".", label=run)
     ax.axhline(reference, color="black", linestyle="--", label="random init")
@@ -117,48 +122,26 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         cache = make_cache(work, args)
-
-        def probe(encoder) -> tuple[dict[str, np.ndarray], np.ndarray, list[str]]:
-            """({probe kind: (findings, held-out images) scores}, (findings, held-out images)
-            labels, finding names) of an encoder's pooled features; the labels and names are the
-            same for every encoder."""
-            encoder.eval()
-            tx, ty, vx, vy, names = probe_features(lambda x: pooled(encoder, x), str(cache),
-                                                   max_images=args.probe_images, eval_split=["val", "test"])
-            out = {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}
-            columns = list(out["linear"])
-            return ({kind: np.stack([out[kind][k] for k in columns]) for kind in PROBES},
-                    vy[:, columns].T.astype(bool), [names[k] for k in columns])
-
-        torch.manual_seed(args.seed)
-        random_encoder = build_encoder(1).eval()
-        random_scores, labels, findings = probe(random_encoder)
-        rows, curves = [("random init", 0, None, random_scores)], {}
-        # the callback's probe (ProbeCallback defaults: val split, 512 train images) of random init
-        curve_reference = probe_encoder(lambda x: pooled(random_encoder, x), str(cache))
+        encoders, seconds, curves = {"random": "random"}, {}, {}
         for item in args.methods.split(","):
             name, _, steps = item.partition(":")
             steps = int(steps or args.steps)
-            label, out, seconds = train_run(name, steps, cache, work, args)
-            rows.append((label, steps, seconds, probe(load_encoder(out)[0])[0]))
+            label, out, took = train_run(name, steps, cache, work, args)
+            encoders[f"{label} ({steps})"], seconds[f"{label} ({steps})"] = str(out), took
             curves[f"{label} ({steps})"] = probe_curve(out)
-    aurocs = [{kind: auroc_rows(labels, scores[kind]) for kind in PROBES} for *_, scores in rows]  # (findings,)
+        # every encoder the way `ptxssl probe` reads it: same images, BatchNorm re-estimated on the
+        # probe's train images, random init also with its BatchNorm at init
+        rows, labels, names = probe_encoders(encoders, cache, max_images=args.probe_images, seed=args.seed,
+                                             progress=print if args.progress else None)
+        torch.manual_seed(args.seed)
+        random_model, _ = load_embedder("random")
+        # the callback's probe (ProbeCallback defaults: val split, 512 train images, BN precise) of random init
+        curve_reference = probe_encoder(random_model.embed, str(cache), model=random_model)
     print(f"\n{args.count} synthetic ChestX-ray14 images at {args.size} px, batch {args.batch_size}, seed {args.seed}; "
           f"probes fitted on {args.probe_images} train images, scored on {labels.shape[1]} val + test images")
-    print("\n| encoder | steps | CPU time | linear probe AUROC | Δ vs random [95 %] | kNN AUROC | Δ vs random [95 %] |")
-    print("|---" * 7 + "|")
-    for (name, steps, seconds, scores), auroc in zip(rows, aurocs):
-        cells = ["—" if seconds is None else f"{seconds:.0f} s"]
-        for kind in PROBES:
-            d, lo, hi = auroc_difference(labels, scores[kind], rows[0][3][kind])
-            cells += [f"{auroc[kind].mean():.3f}", "—" if seconds is None else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
-        print(f"| {name} | {steps} | " + " | ".join(cells) + " |")
-    for kind in PROBES if args.per_finding else ():
-        print(f"\n{kind} probe AUROC per finding\n")
-        print("| finding | " + " | ".join(f"{n} ({s})" if s else n for n, s, _, _ in rows) + " |")
-        print("|---" * (len(rows) + 1) + "|")
-        for i, f in enumerate(findings):
-            print(f"| {f} | " + " | ".join(f"{auroc[kind][i]:.2f}" for auroc in aurocs) + " |")
+    print("CPU time of each pretraining: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
+    text, _ = table(rows, labels, names, "random")
+    print("\n" + (text if args.per_finding else text.split("\n\nlinear probe AUROC per label")[0] + "\n"))
     curves = {run: curve for run, curve in curves.items() if curve}
     if curves:
         print(f"\nthe trainer's probe (val split) on the random-init encoder: {curve_reference:.3f}")

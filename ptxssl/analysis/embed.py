@@ -19,6 +19,7 @@ from ptxssl import __version__
 from ptxssl.analysis.store import Embeddings, write_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders import fit_images, init_encoder
+from ptxssl.encoders.protocol import DEFAULT_BN, check_bn, precise_bn
 from ptxssl.errors import UserError
 from ptxssl.pretrain.methods import Method, MethodConfig
 from ptxssl.pretrain.run import METHOD_FILE, load_method
@@ -48,17 +49,28 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
 @torch.no_grad()
 def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
                 device: str = "cpu", in_channels: int = 1, progress: bool = True,
-                arch: str | None = None) -> Embeddings:
+                arch: str | None = None, bn: str = DEFAULT_BN, bn_reference: str = "train") -> Embeddings:
     """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
 
     Images are resized to the size the model was trained at when it has a decoder (whose
-    output size is fixed), otherwise embedded at the cache's size.
+    output size is fixed), otherwise embedded at the cache's size. `bn` is the BatchNorm
+    protocol (`ptxssl.encoders.protocol`): "precise" re-estimates the statistics on the
+    `bn_reference` split (all images when the cache has none of it) first; the file records it.
     """
+    check_bn(bn)
     model, meta = load_embedder(encoder, in_channels, arch)
     model.to(device)
     data = CacheDataset(cache)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
     size = meta["image_size"] or data.size
+    bn_meta = {"bn": bn}
+    if bn == "precise":
+        reference = CacheDataset(cache, split=bn_reference)
+        reference = reference if len(reference) else data
+        batches = (fit_images(b["image"].to(device), size, model.in_channels)
+                   for b in DataLoader(reference, batch_size=batch_size, num_workers=workers))
+        bn_meta.update(bn_reference=bn_reference if reference is not data else "all",
+                       bn_images=precise_bn(model, batches, model.embed))
     feats, latents, errors = [], [], []
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
         x = fit_images(batch["image"].to(device), size, model.in_channels)  # (N, C, size, size) in [0, 1]
@@ -75,7 +87,7 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
         labels=data.labels, label_names=data.label_names, anomaly=data.anomaly,
         latent=torch.cat(latents).numpy() if latents else None,
         recon_error=torch.cat(errors).numpy() if errors else None,
-        attrs={**meta, "data": str(Path(cache).resolve()), "fingerprint": fingerprint, "image_size": size,
+        attrs={**meta, **bn_meta, "data": str(Path(cache).resolve()), "fingerprint": fingerprint, "image_size": size,
                "ptxssl_version": __version__})
     write_embeddings(out, emb)
     return emb

@@ -7,8 +7,10 @@ import click
 
 from ptxssl.analysis.anomaly import SCORERS
 from ptxssl.analysis.cluster import CLUSTERERS, COVARIANCE_TYPES, DEFAULT_PCA
+from ptxssl.analysis.probe import PROBE_FEATURES
 from ptxssl.analysis.store import FEATURES
 from ptxssl.cli.common import cli, echo_config
+from ptxssl.encoders.protocol import BN_PROTOCOLS, DEFAULT_BN
 
 _EMB = click.Path(dir_okay=False, path_type=Path)
 _PCA_HELP = "PCA after standardising: components (50), explained-variance fraction (0.95), or 0 for none."
@@ -32,9 +34,14 @@ def _features_option(fn):
 @click.option("--batch-size", default=64, help="Images per forward pass.")
 @click.option("--workers", default=0, help="DataLoader worker processes.")
 @click.option("--device", default="cpu", help="Torch device for inference: cpu, cuda, cuda:1, mps.")
+@click.option("--bn", default=DEFAULT_BN, type=click.Choice(BN_PROTOCOLS),
+              help="BatchNorm statistics: precise re-estimates them on the --bn-reference images (the same "
+                   "protocol for every encoder, random init included), as-is keeps the encoder's own.")
+@click.option("--bn-reference", default="train", help="Split whose images --bn precise uses (all images if "
+                                                      "the cache has none).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int, workers: int, device: str,
-          overwrite: bool) -> None:
+          bn: str, bn_reference: str, overwrite: bool) -> None:
     """Embed every image of a cache: pooled encoder features (512-d for resnet34), ids, splits, labels.
 
     The output is what cluster, anomaly and umap read.
@@ -45,8 +52,10 @@ def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
     echo_config("embed", {"encoder": encoder, "arch": arch or "auto", "data": data, "out": out,
-                          "batch_size": batch_size, "workers": workers, "device": device})
-    emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device, arch=arch)
+                          "batch_size": batch_size, "workers": workers, "device": device, "bn": bn,
+                          "bn_reference": bn_reference})
+    emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device, arch=arch,
+                      bn=bn, bn_reference=bn_reference)
     click.echo(f"wrote {out}: {describe(emb)}")
 
 
@@ -181,3 +190,40 @@ def umap(embeddings: Path, out: Path, color_by: str | None, sample: int | None, 
     title = f"UMAP of {embeddings.name} ({len(rows)} images, {reduction['components']}-d input)"
     save_figure(scatter_figure(xy, [(color_by or features, categories)], title, seed=seed), out)
     click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.option("--encoder", "encoders", multiple=True, required=True,
+              help="NAME=ENCODER or ENCODER, repeated: random | imagenet | imagenet:FILE | an encoder.safetensors "
+                   "| a `ptxssl pretrain` run folder.")
+@click.option("--data", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="A labelled cache (`ptxssl prepare`): probes are fitted on train images, scored on val + test.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for results.csv (AUROC per encoder, probe and label) and table.md.")
+@click.option("--features", default="pooled", type=click.Choice(PROBE_FEATURES),
+              help="pooled (global average), grid (2x2 average: keeps left from right) or latent (AE / VAE runs).")
+@click.option("--bn", default=DEFAULT_BN, type=click.Choice(BN_PROTOCOLS),
+              help="BatchNorm statistics of every encoder: precise (re-estimated on the probe's train images; a "
+                   "random encoder also gets a BN-at-init row) or as-is.")
+@click.option("--reference", default=None, show_default=False, help="Row the others are compared with [default: the "
+                                                                      "first --encoder].")
+@click.option("--max-images", default=1024, type=click.IntRange(min=8), help="Train and held-out images, each at most.")
+@click.option("--batch-size", default=64, type=click.IntRange(min=2), help="Images per forward pass.")
+@click.option("--device", default="cpu", help="Torch device: cpu, cuda, cuda:1, mps.")
+@click.option("--seed", default=0, help="Seed of random-init weights.")
+@click.option("--overwrite", is_flag=True, help="Replace the files in --out.")
+def probe(encoders: tuple[str, ...], data: Path, out: Path, features: str, bn: str, reference: str | None,
+          max_images: int, batch_size: int, device: str, seed: int, overwrite: bool) -> None:
+    """Linear and kNN probes of several encoders on a cache's labels, side by side, each under the
+    same input path and BatchNorm protocol; Δ vs a reference with paired bootstrap intervals."""
+    from ptxssl.analysis.probe import parse_encoders, run_probe
+    from ptxssl.errors import UserError
+
+    if (out / "table.md").exists() and not overwrite:
+        raise UserError(f"{out} already holds a probe table; pass --overwrite to replace it")
+    named = parse_encoders(list(encoders))
+    echo_config("probe", {"encoders": ", ".join(f"{k}={v}" for k, v in named.items()), "data": data, "out": out,
+                          "features": features, "bn": bn, "reference": reference or next(iter(named)),
+                          "max_images": max_images, "batch_size": batch_size, "device": device, "seed": seed})
+    click.echo(run_probe(named, data, out, reference, features=features, bn=bn, max_images=max_images,
+                         batch_size=batch_size, device=device, seed=seed, progress=click.echo))

@@ -40,7 +40,9 @@ _SOP_CLASS = {  # Modality -> SOP Class UID of the written file
 }
 _SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 _LUMA = np.array([0.299, 0.587, 0.114])  # ITU-R BT.601, as DICOM's YBR_FULL uses
-_PLUGINS = "pip install pylibjpeg pylibjpeg-libjpeg pylibjpeg-openjpeg"
+# the permissive decoders ptxssl installs, and the GPL-3.0 one it leaves to the user (pyproject's `gpl` extra)
+_PLUGINS = ("reinstall ptxssl to get its decoders (pip install pillow pylibjpeg pylibjpeg-openjpeg pyjpegls "
+            "python-gdcm), or opt into the GPL-3.0 libjpeg decoder with pip install 'ptxssl[gpl]'")
 
 
 def read_dicom(path: str | Path) -> tuple[np.ndarray, dict]:

@@ -5,6 +5,7 @@
     features.py  the deepest feature map and its global average, read from [0, 1] images
     file.py      the encoder file contract: encoder.safetensors + encoder.json
     inits.py     the inits registry: random, imagenet, imagenet:FILE, an encoder file or run
+    protocol.py  the evaluation protocol: BatchNorm statistics re-estimated (precise) or as-is
 
 It imports no stage (datasets, engine, pretrain, analysis, transfer, report, cli): every
 stage imports it.

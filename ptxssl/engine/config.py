@@ -45,6 +45,9 @@ class TrainConfig:
     precision: str = opt("32-true", "32-true, 16-mixed or bf16-mixed.")
     accumulate: int = opt(1, "Gradient accumulation: batches per optimizer step.")
     checkpoint_every: int = opt(100, "Write checkpoints/last.ckpt every N optimizer steps.")
+    keep_checkpoints: bool = opt(False, "Keep checkpoints/ once the run has finished (weights with optimizer state, "
+                                        "~0.3 GB at ResNet-34), so `--resume` with more --epochs or --max-steps can "
+                                        "extend it; what the next stages read is in the run folder either way.")
 
 
 def field_help(cls: type) -> dict[str, tuple[type, str]]:

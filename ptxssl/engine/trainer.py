@@ -98,13 +98,17 @@ def parse_devices(devices: str) -> int | str | list[int]:
         raise UserError(f"--devices must be a count, a list like 0,1, or auto (got {devices!r})") from None
 
 
-def prepare_run_dir(out: Path, resume: bool, overwrite: bool) -> Path | None:
-    """Refuse to overwrite a run silently; return the checkpoint to resume from, if any."""
+def prepare_run_dir(out: Path, resume: bool, overwrite: bool, finished: str) -> Path | None:
+    """Refuse to overwrite a run silently; return the checkpoint to resume from, if any.
+
+    `finished` names the file a command writes last (transfer's metrics.json, pretrain's
+    encoder.safetensors): a run holding it but no checkpoint finished and dropped them.
+    """
     ckpt = out / CHECKPOINT
     if rank_zero_only.rank != 0:  # a DDP worker started by rank 0, which checked already
         return ckpt if resume else None
     if resume:
-        if not ckpt.is_file() and (out / "metrics.json").is_file():  # a finished transfer run
+        if not ckpt.is_file() and (out / finished).is_file():
             raise UserError(f"--resume: {out} is a finished run whose checkpoints were removed; to extend "
                             "a run, train it with --keep-checkpoints, or start again with --overwrite")
         if not ckpt.is_file():
@@ -165,8 +169,10 @@ class _LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
-def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], progress: bool) -> pl.Trainer:
-    """The Lightning Trainer from the common options (devices, precision, DDP, checkpoints)."""
+def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], progress: bool,
+                 epoch_batches: int | None = None) -> pl.Trainer:
+    """The Lightning Trainer from the common options (devices, precision, DDP, checkpoints);
+    `epoch_batches` caps the batches of an epoch (None: the whole loader)."""
     checkpoint = _LastCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=True)
     # last in the list: at an epoch end, the other checkpoint callbacks (transfer's best.ckpt) have
@@ -187,19 +193,40 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
                       max_epochs=cfg.epochs, max_steps=cfg.max_steps, accumulate_grad_batches=cfg.accumulate,
                       callbacks=[*callbacks, checkpoint], logger=loggers, default_root_dir=run_dir,
                       enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
-                      log_every_n_steps=1, num_sanity_val_steps=0)
+                      log_every_n_steps=1, num_sanity_val_steps=0,
+                      limit_train_batches=1.0 if epoch_batches is None else epoch_batches)
 
 
 def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Path | None,
         callbacks: list[pl.Callback], progress: bool = True, val_loader=None) -> pl.Trainer:
-    """Save the config, then train (resuming from `ckpt`) with checkpoints loaded weights-only."""
+    """Save the config, then train (resuming from `ckpt`) with checkpoints loaded weights-only.
+
+    With `val_loader` and a --max-steps shorter than one epoch, the epoch is cut to those steps,
+    so it still ends, and validates: Lightning would otherwise stop mid-epoch with no validation
+    score, which the best-epoch checkpoint and early stopping are conditioned on.
+    """
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(run_dir / "config.yaml", module.config)
     with quiet_lightning():
-        trainer = make_trainer(cfg, run_dir, callbacks, progress)
+        trainer = make_trainer(cfg, run_dir, callbacks, progress, short_epoch(cfg, loader) if val_loader else None)
         t0 = time.perf_counter()
         trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
     trainer.fit_seconds = time.perf_counter() - t0
     return trainer
 
+
+def short_epoch(cfg: TrainConfig, loader) -> int | None:
+    """The batches of a --max-steps run that ends within its first epoch (None otherwise)."""
+    batches = cfg.max_steps * max(cfg.accumulate, 1)
+    return batches if 0 < batches < len(loader) else None
+
+
+def on_training_device(module: pl.LightningModule, trainer: pl.Trainer) -> pl.LightningModule:
+    """`module` back on the device it trained on (the strategy's root device).
+
+    `trainer.fit` ends in `strategy.teardown()`, which moves the module to the CPU: evaluation
+    that takes its device from the module's parameters would then run on the CPU, in float32,
+    after GPU training (tens of minutes per run at 512 px).
+    """
+    return module.to(trainer.strategy.root_device)

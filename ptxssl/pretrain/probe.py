@@ -15,6 +15,11 @@ in the SSL literature tune it: one fixed strength favours one kind of feature (a
 penalty suits the many weak, spread-out directions of a random network and penalises a
 trained encoder that puts the same information in fewer directions), so comparing encoders
 needs each to get its own best strength.
+
+Every encoder is probed under one BatchNorm protocol (`ptxssl.encoders.protocol`): by default
+its BatchNorm statistics are re-estimated on the probe's own train images first (`bn="precise"`),
+so a random-init encoder is not read with the identity BatchNorm of a freshly built network.
+The trainer's callback does this on the training model and restores its buffers afterwards.
 """
 from __future__ import annotations
 
@@ -24,9 +29,11 @@ import torch
 from sklearn.linear_model import RidgeClassifierCV
 from sklearn.metrics import roc_auc_score
 from sklearn.preprocessing import StandardScaler
+from torch import nn
 from torch.utils.data import DataLoader
 
 from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.encoders.protocol import DEFAULT_BN, bn_restored, check_bn, precise_bn
 
 ALPHAS = np.logspace(-1, 5, 13)  # ridge penalties searched per label (features are standardised)
 KNN_K, KNN_T = 20, 0.07  # DINO's kNN evaluation (Caron et al. 2021): cosine similarity, exp(sim / T) votes
@@ -94,41 +101,53 @@ def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val
 
 
 def probe_features(embed, cache: str, max_images: int = 512, batch_size: int = 64,
-                   device: torch.device | str = "cpu", eval_split: str | list[str] = "val") -> tuple | None:
+                   device: torch.device | str = "cpu", eval_split: str | list[str] = "val",
+                   bn: str = DEFAULT_BN, model: nn.Module | None = None) -> tuple | None:
     """(train_x, train_y, held_x, held_y, label names) of an embedding function on (up to
-    `max_images` of) the train split and `eval_split`; None without labels."""
+    `max_images` of) the train split and `eval_split`; None without labels.
+
+    Args:
+        bn: "precise": `model`'s BatchNorm statistics are first re-estimated on those train
+            images (in `batch_size` batches, through `embed`); "as-is": they are used as they are.
+        model: the module `embed` runs (needed for "precise"); it is left in eval mode.
+    """
+    if check_bn(bn) == "precise" and model is None:
+        raise ValueError("probe_features(bn='precise') needs the model whose BatchNorm it re-estimates")
     train, held_out = CacheDataset(cache, split="train"), CacheDataset(cache, split=eval_split)
     if train.labels is None or len(held_out) == 0:
         return None
-    arrays = []
+    loaders = {}
     for ds, split in ((train, "train"), (held_out, eval_split)):
         keep = ds.rows[np.linspace(0, len(ds) - 1, min(max_images, len(ds))).astype(int)]
-        arrays += embed_loader(embed, DataLoader(CacheDataset(cache, split=split, rows=keep),
-                                                 batch_size=batch_size), device)
+        loaders[split == "train"] = DataLoader(CacheDataset(cache, split=split, rows=keep), batch_size=batch_size)
+    if bn == "precise":
+        precise_bn(model, (batch["image"].to(device) for batch in loaders[True]), embed)
+    arrays = [*embed_loader(embed, loaders[True], device), *embed_loader(embed, loaders[False], device)]
     return (*arrays, train.label_names)
 
 
 def probe_encoder(embed, cache: str, max_images: int = 512, batch_size: int = 64,
-                  device: torch.device | str = "cpu", eval_split: str | list[str] = "val") -> float:
-    """Linear-probe AUROC of an embedding function, mean over findings (NaN without labels)."""
-    features = probe_features(embed, cache, max_images, batch_size, device, eval_split)
+                  device: torch.device | str = "cpu", eval_split: str | list[str] = "val",
+                  bn: str = DEFAULT_BN, model: nn.Module | None = None) -> float:
+    """Linear-probe AUROC of an embedding function, mean over findings (NaN without labels);
+    `bn` and `model` as for `probe_features`."""
+    features = probe_features(embed, cache, max_images, batch_size, device, eval_split, bn, model)
     return float("nan") if features is None else probe_auroc(*features[:4])
 
 
 class ProbeCallback(pl.Callback):
-    """Logs `probe_auroc` at each training epoch end (on global rank 0)."""
+    """Logs `probe_auroc` at each training epoch end (on global rank 0), under the `bn`
+    protocol; the training model's BatchNorm buffers and modes are restored afterwards."""
 
-    def __init__(self, cache: str, max_images: int = 512) -> None:
-        self.cache, self.max_images = cache, max_images
+    def __init__(self, cache: str, max_images: int = 512, bn: str = DEFAULT_BN) -> None:
+        self.cache, self.max_images, self.bn = cache, max_images, check_bn(bn)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         if trainer.global_rank != 0:
             return
-        was_training = module.training
-        module.eval()  # BatchNorm uses running statistics while probing
-        try:
-            score = probe_encoder(module.embed, self.cache, self.max_images, device=module.device)
-        finally:
-            module.train(was_training)
+        with bn_restored(module):
+            module.eval()  # BatchNorm uses running statistics while probing
+            score = probe_encoder(module.embed, self.cache, self.max_images, device=module.device, bn=self.bn,
+                                  model=module)
         if not np.isnan(score):
             module.log("probe_auroc", score, rank_zero_only=True, prog_bar=True)

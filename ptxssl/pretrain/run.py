@@ -17,7 +17,7 @@ from ptxssl.files import atomic_path
 from ptxssl.engine.config import TrainConfig, flat, load_yaml, opt, resolve
 from ptxssl.engine.data import train_loader
 from ptxssl.encoders import META_FILE, WEIGHTS_FILE, check_arch, load_encoder, save_encoder
-from ptxssl.engine.trainer import clear_run_dir, fit, prepare_run_dir
+from ptxssl.engine.trainer import clear_run_dir, drop_checkpoints, fit, prepare_run_dir
 from ptxssl.pretrain.module import MethodModule
 from ptxssl.pretrain.methods import Method, MethodConfig, get_method
 from ptxssl.pretrain.probe import ProbeCallback
@@ -29,6 +29,8 @@ METHOD_FILE = "method.safetensors"  # the whole pretraining model: encoder + hea
 class PretrainConfig(TrainConfig):
     method: str = opt("ae", "Pretraining method.")
     probe: bool = opt(True, "Log a linear-probe AUROC on the weak labels at each epoch end.")
+    probe_bn: str = opt("precise", "BatchNorm statistics the probe reads the encoder with: precise (re-estimated "
+                                   "on the probe's train images, as for every encoder in `ptxssl probe`) or as-is.")
 
 
 def resolve_config(method: str, config_file: str | Path | None = None,
@@ -52,8 +54,9 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
              progress: bool = True, callbacks: list[pl.Callback] | None = None) -> Path:
     """Train `cfg.method` on the train split of `cfg.data`; return the run folder.
 
-    The run folder gets config.yaml, metrics.csv, checkpoints/, figures/ and the exported
-    encoder.safetensors + encoder.json.
+    The run folder gets config.yaml, metrics.csv, figures/, method.safetensors (the whole model)
+    and the exported encoder.safetensors + encoder.json; checkpoints/ (weights with optimizer
+    state, for --resume) only while it trains, or with --keep-checkpoints.
     """
     if not cfg.data or not Path(cfg.data).is_file():
         raise UserError(f"--data {cfg.data or '(missing)'}: cache file not found (make one with `ptxssl prepare`)")
@@ -61,7 +64,7 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
         raise UserError("--out is required: the run folder to write")
     check_arch(cfg.arch)
     out = Path(cfg.out)
-    ckpt = prepare_run_dir(out, resume, overwrite)
+    ckpt = prepare_run_dir(out, resume, overwrite, finished=WEIGHTS_FILE)
     cls = get_method(cfg.method)
     train = CacheDataset(cfg.data, split="train")
     size = cfg.image_size or train.size
@@ -74,12 +77,14 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
     loader = train_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, drop_last=True, weights=weights)
     callbacks = list(callbacks or [])
     if cfg.probe and train.labels is not None:
-        callbacks.append(ProbeCallback(cfg.data))
+        callbacks.append(ProbeCallback(cfg.data, bn=cfg.probe_bn))
     if overwrite and ckpt is None:
         clear_run_dir(out, (METHOD_FILE, WEIGHTS_FILE, META_FILE))
     trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress)
     if trainer.global_rank == 0:
         _export(module, cfg, out, trainer)
+        if not cfg.keep_checkpoints:  # written last: a kill before this keeps them, and --resume works
+            drop_checkpoints(out)
     return out
 
 

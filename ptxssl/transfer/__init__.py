@@ -9,7 +9,7 @@ Training
     losses.py, sampling.py, subset.py, averaging.py, protocol.py (+ protocols/*.yaml)
 Evaluation
     metrics.py   Dice / SIIM score, post-processing rules (tuned, fixed, triplet, the cascade's gate)
-    bootstrap.py paired intervals; compare.py: grids of runs; rescore.py: a run under other rules;
+    compare.py   grids of runs; rescore.py: a run under other rules (intervals: ptxssl/bootstrap.py);
     cascade.py   segmentation vs classifier vs both on a cache split
 Inference
     predict.py   DICOMs -> masks and a SIIM RLE submission (optionally gated by a classifier)

@@ -164,7 +164,7 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
                         f"(val {int(positive.sum())} positive of {len(data.val)})")
     mask_model, mask_meta = _mask_model(cfg)  # before the seed: loading it draws random numbers
     out = Path(cfg.out)
-    ckpt = prepare_run_dir(out, resume, overwrite)
+    ckpt = prepare_run_dir(out, resume, overwrite, finished="metrics.json")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     encoder_channels = 3 if mask_model is not None else cfg.in_channels
     encoder, init = init_encoder(cfg.encoder, encoder_channels, cfg.arch or None)  # the one verified init path
@@ -181,7 +181,8 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
     tuned = tune_threshold(*predict_scores(module, val_loader, cfg.tta))
     test_probs, test_labels = predict_scores(module, test_loader, cfg.tta)
     metrics = {"task": "classify", "test": score(test_probs, test_labels, tuned["threshold"]), "val_tuned": tuned,
-               "encoder": init, "labelled_images": len(labelled), "labelled_positive": int(label_positive.sum()),
+               "encoder": init, "frozen_bn": module.frozen_bn,
+               "labelled_images": len(labelled), "labelled_positive": int(label_positive.sum()),
                "best_epoch": epochs[0] if epochs else None, "weights_from_epochs": epochs,
                "epochs_run": trainer.current_epoch, "steps": trainer.global_step, "image_size": size,
                "test_images": len(test), "seed": cfg.seed, "seconds": round(trainer.fit_seconds, 1)}

@@ -23,7 +23,7 @@ from ptxssl.encoders import init_arch, is_encoder_file
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.engine.trainer import CHECKPOINT
-from ptxssl.transfer.bootstrap import auroc_difference, paired_bootstrap
+from ptxssl.bootstrap import auroc_difference, paired_bootstrap
 from ptxssl.transfer.protocol import run_splits
 from ptxssl.transfer.run import TransferConfig, transfer
 

@@ -35,6 +35,10 @@ class TransferConfig(TrainConfig):
     encoder_lr_scale: float = opt(1.0, "Encoder learning rate as a fraction of --lr (e.g. 0.1).")
     freeze_epochs: int = opt(0, "Train only the decoder for this many first epochs (encoder BatchNorm "
                                 "in eval mode too); -1: the whole run (a frozen encoder).")
+    frozen_bn: str = opt("precise", "BatchNorm statistics of a frozen encoder (--freeze-epochs): precise re-estimates "
+                                    "them on the labelled training images before training (every init alike: a "
+                                    "random encoder's BatchNorm is the identity until then), as-is keeps the "
+                                    "encoder's own.")
     loss: str = opt(DEFAULT_LOSS, task="segment", help="Loss terms NAME:WEIGHT, comma-separated, from bce, dice, focal, lovasz "
                                   "(e.g. bce:3,dice:1,focal:4).")
     hflip: float = opt(0.5, "Horizontal flip probability of the training augmentation.")
@@ -67,9 +71,7 @@ class TransferConfig(TrainConfig):
                               "as a channel beside the image ([map, image, image]: the published cascade).")
     average_top_k: int = opt(0, "Test (and save) the mean weights of the K best epochs by val score; 0 or 1: "
                                 "the best epoch.")
-    keep_checkpoints: bool = opt(False, "Keep checkpoints/ once the run has finished (weights with optimizer "
-                                        "state, ~0.3 GB each for a ResNet-34 UNet), so `--resume --epochs N` "
-                                        "can extend it; the trained model is in the run folder either way.")
+
 
 
 def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None,

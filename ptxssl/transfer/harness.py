@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.engine.data import train_loader
-from ptxssl.engine.trainer import drop_checkpoints, fit
+from ptxssl.engine.trainer import drop_checkpoints, fit, on_training_device
 from ptxssl.errors import UserError
 from ptxssl.files import write_csv, write_json
 from ptxssl.transfer.averaging import average_checkpoints, top_k_paths
@@ -130,7 +130,7 @@ def record_subset(cfg: TransferConfig, data: RunData, out: Path) -> None:
 def fit_best(module: pl.LightningModule, data: RunData, cfg: TransferConfig, out: Path, ckpt: Path | None,
              progress: bool) -> tuple[pl.Trainer, list[int], DataLoader]:
     """Train with the sampler, early stopping and best-checkpoint tracking on val_score, then
-    load the best (or the mean of the K best) weights in eval mode. Returns the trainer, the
+    load the best (or the mean of the K best) weights in eval mode, on the training device. Returns the trainer, the
     epochs the weights came from (best first) and the val loader."""
     # full batches only (BatchNorm cannot train on a last batch of one), unless the labelled
     # set is smaller than a batch: then each step sees all of it
@@ -148,7 +148,7 @@ def fit_best(module: pl.LightningModule, data: RunData, cfg: TransferConfig, out
     if trainer.global_rank == 0:
         paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
         epochs = _load_best(module, paths)
-        module.eval()
+        on_training_device(module, trainer).eval()  # the tuning and scoring that follow run where training ran
     return trainer, epochs, val_loader
 
 

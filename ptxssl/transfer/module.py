@@ -13,6 +13,7 @@ from tqdm import tqdm
 from ptxssl.engine.augment import AugmentConfig, ChestXrayAugment
 from ptxssl.engine.config import flat
 from ptxssl.encoders import encoder_input, input_channels, resize
+from ptxssl.encoders.protocol import check_bn, precise_bn
 from ptxssl.engine.trainer import EngineModule
 from ptxssl.transfer.losses import SegmentationLoss
 from ptxssl.transfer.model import probabilities
@@ -50,6 +51,7 @@ class TransferModule(EngineModule):
         self.model, self.cfg, self.image_size = model, cfg, image_size
         self.in_channels = in_channels or input_channels(model.encoder)  # any arch: not only resnet's conv1
         self.augment = segmentation_augment(cfg.hflip) if cfg.augment else None
+        self.frozen_bn = {"protocol": check_bn(cfg.frozen_bn)} if cfg.freeze_epochs else None  # metrics.json
 
     def adapt(self, x: torch.Tensor, mask: torch.Tensor | None = None):
         return resize(x, self.image_size), None if mask is None else resize(mask, self.image_size, nearest=True)
@@ -57,6 +59,17 @@ class TransferModule(EngineModule):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(N, P, S, S) in [0, 1] -> the model's logits."""
         return self.model(encoder_input(x, None, self.in_channels))
+
+    def on_train_start(self) -> None:
+        """A frozen encoder under --frozen-bn precise: its BatchNorm statistics re-estimated on the
+        labelled training images (un-augmented, through the model's own input path) before the first
+        step, so every init is frozen with statistics of this data (a resumed run keeps its own)."""
+        if self.frozen_bn is None or self.frozen_bn["protocol"] != "precise" or self.global_step > 0:
+            return
+        self.model.eval()  # only the encoder's BatchNorm layers learn statistics in this pass
+        batches = (self.adapt(batch["image"].to(self.device))[0] for batch in self.trainer.train_dataloader)
+        self.frozen_bn["images"] = precise_bn(self.model.encoder, batches, self)
+        self.model.train()
 
     def encoder_frozen(self) -> bool:
         return self.cfg.freeze_epochs < 0 or self.current_epoch < self.cfg.freeze_epochs

@@ -18,7 +18,7 @@ import pandas as pd
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.engine.config import load_yaml
-from ptxssl.transfer.bootstrap import paired_bootstrap
+from ptxssl.bootstrap import paired_bootstrap
 from ptxssl.transfer.metrics import (POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val,
                                      tuned_rule)
 from ptxssl.transfer.model import TTA_MODES, load_model

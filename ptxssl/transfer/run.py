@@ -43,7 +43,7 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
         return classify(cfg, resume, overwrite, progress)
     data = load_run_data(cfg, masks=True)
     out = Path(cfg.out)
-    ckpt = prepare_run_dir(out, resume, overwrite)
+    ckpt = prepare_run_dir(out, resume, overwrite, finished="metrics.json")
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     unet, init = build_unet(cfg.encoder, cfg.in_channels, cfg.arch or None)
     cfg = replace(cfg, arch=init["arch"])  # the resolved arch goes into config.yaml: a rerun builds the same UNet
@@ -62,7 +62,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
     test_probs, test_masks = predict_loader(module, test_loader, progress, cfg.tta)
     scores = evaluate(test_probs, test_masks, *rule)
     dice = dice_per_image(binarise(test_probs, *rule), test_masks)
-    metrics = {"test": scores, "val_tuned": tuned, "encoder": init, "labelled_images": len(labelled),
+    metrics = {"test": scores, "val_tuned": tuned, "encoder": init, "frozen_bn": module.frozen_bn,
+               "labelled_images": len(labelled),
                "labelled_positive": int(data.labelled_positive.sum()),
                "best_epoch": epochs[0] if epochs else None, "weights_from_epochs": epochs,
                "epochs_run": trainer.current_epoch, "steps": trainer.global_step,

@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from ptxssl.analysis.embed import embed_cache
 from ptxssl.analysis.store import read_embeddings
@@ -12,7 +11,7 @@ from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.encoders import build_encoder, pooled, save_encoder
 from ptxssl.pretrain.module import MethodModule
-from ptxssl.pretrain.probe import embed_loader
+from ptxssl.pretrain.probe import probe_features
 from ptxssl.pretrain.run import load_method, pretrain, resolve_config
 from tests.helpers import assert_features_close, synthetic_cache
 
@@ -29,7 +28,8 @@ def test_encoder_file_embeddings_carry_ids_splits_labels_and_match_the_encoder(n
     torch.manual_seed(3)
     encoder = build_encoder(1).eval()
     save_encoder(encoder, tmp_path / "enc", {"method": "test", "in_channels": 1, "image_size": 32})
-    emb = embed_cache(str(tmp_path / "enc"), nih_cache, tmp_path / "emb.h5", batch_size=16, progress=False)
+    emb = embed_cache(str(tmp_path / "enc"), nih_cache, tmp_path / "emb.h5", batch_size=16, progress=False,
+                      bn="as-is")  # the encoder's own statistics: row 5 must be that image through it
     back = read_embeddings(tmp_path / "emb.h5")
     cache = CacheDataset(nih_cache)
     assert back.features.shape == (len(cache), 512) and back.latent is None and back.recon_error is None
@@ -44,7 +44,7 @@ def test_encoder_file_embeddings_carry_ids_splits_labels_and_match_the_encoder(n
 
 
 def test_ae_run_adds_latent_and_reconstruction_error(ae_run, nih_cache, tmp_path):
-    back_emb = embed_cache(str(ae_run), nih_cache, tmp_path / "ae.h5", progress=False)
+    back_emb = embed_cache(str(ae_run), nih_cache, tmp_path / "ae.h5", progress=False, bn="as-is")
     back = read_embeddings(tmp_path / "ae.h5", features="latent")
     method = load_method(ae_run)
     x = CacheDataset(nih_cache)[0]["image"][None]
@@ -79,8 +79,26 @@ def test_embed_and_the_probe_see_the_same_features_when_the_cache_is_larger_than
     cfg, mcfg = resolve_config("ae", None, {"data": str(cache), "out": str(tmp_path / "run"), "max_steps": 1,
                                            "batch_size": 8, "workers": 0, "probe": False, "image_size": 32})
     run = pretrain(cfg, mcfg, progress=False)
-    emb = embed_cache(str(run), cache, tmp_path / "emb.h5", batch_size=16, progress=False)
+    emb = embed_cache(str(run), cache, tmp_path / "emb.h5", batch_size=16, progress=False)  # BN precise on train
     assert emb.attrs["image_size"] == 32 and CacheDataset(cache).size == 64
+    assert emb.attrs["bn"] == "precise" and emb.attrs["bn_images"] == (emb.split == "train").sum()
     module = MethodModule(load_method(run), {"seed": 0}, tmp_path / "probe").eval()  # what ProbeCallback embeds with
-    probe_features, _ = embed_loader(module.embed, DataLoader(CacheDataset(cache), batch_size=16))
-    assert_features_close(emb.features, probe_features)
+    # the probe re-estimates BatchNorm on the same train images in the same batches, then embeds
+    train_x, _, val_x, _, _ = probe_features(module.embed, str(cache), max_images=10_000, batch_size=16, model=module)
+    assert_features_close(emb.features[emb.split == "train"], train_x)
+    assert_features_close(emb.features[emb.split == "val"], val_x)
+
+
+def test_embed_reads_every_encoder_with_recalibrated_batchnorm_and_records_it(nih_cache, tmp_path):
+    """The default BatchNorm protocol re-estimates statistics on the train split, so a random
+    encoder is not read through identity BatchNorm; `--bn as-is` keeps the encoder's own."""
+    torch.manual_seed(0)
+    precise = embed_cache("random", nih_cache, tmp_path / "p.h5", batch_size=16, progress=False)
+    torch.manual_seed(0)
+    as_is = embed_cache("random", nih_cache, tmp_path / "a.h5", batch_size=16, progress=False, bn="as-is")
+    train = int((CacheDataset(nih_cache).split == "train").sum())
+    assert read_embeddings(tmp_path / "p.h5").attrs["bn"] == "precise" and precise.attrs["bn_images"] == train
+    assert as_is.attrs["bn"] == "as-is" and "bn_images" not in as_is.attrs
+    assert np.abs(precise.features - as_is.features).max() > 1e-2
+    with pytest.raises(UserError, match="--bn must be precise or as-is"):
+        embed_cache("random", nih_cache, tmp_path / "x.h5", progress=False, bn="fresh")

@@ -391,13 +391,13 @@ def test_transfer_syntax_without_decoder(shared_data: Path, tmp_path: Path) -> N
 
 
 def test_missing_decoder_plugin(shared_data: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Without pylibjpeg the message says which packages to install."""
+    """Without a decoder the message names the permissive packages ptxssl installs and the GPL extra."""
 
     class Unavailable:
         is_available = False
 
     monkeypatch.setattr("ptxssl.datasets.dicom.get_decoder", lambda uid: Unavailable())
-    _assert_user_error(_siim(shared_data), "JPEG Baseline", "pip install pylibjpeg")
+    _assert_user_error(_siim(shared_data), "JPEG Baseline", "pyjpegls python-gdcm", "pip install 'ptxssl[gpl]'")
 
 
 def test_multi_frame_written(tmp_path: Path) -> None:
@@ -407,3 +407,15 @@ def test_multi_frame_written(tmp_path: Path) -> None:
                       generate_instance_uid=False)
     ds.save_as(path)
     _assert_user_error(path, "multi-frame DICOM (3 frames) is not a single radiograph")
+
+
+def test_lossless_jpeg_ls_decoders_agree(shared_data: Path) -> None:
+    """The permissive JPEG-LS decoders ptxssl installs (pyjpegls, gdcm) give the same lossless
+    pixels: the default install decodes the file, and a second implementation vouches for it."""
+    from pydicom.pixels import pixel_array
+
+    path = shared_data / "dicom" / "JLSL_16_15_1_1F.dcm"
+    by_pyjpegls = pixel_array(path, decoding_plugin="pyjpegls")
+    by_gdcm = pixel_array(path, decoding_plugin="gdcm")
+    assert by_pyjpegls.shape == (128, 128) and by_pyjpegls.std() > 0
+    np.testing.assert_array_equal(by_pyjpegls, by_gdcm)

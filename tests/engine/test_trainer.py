@@ -25,7 +25,7 @@ def _run(cache, out, resume=False, overwrite=False, **kw):
 
 
 def test_run_folder_has_config_metrics_checkpoint_figures_and_a_trained_encoder(nih_cache, tmp_path):
-    out = _run(nih_cache, tmp_path / "run", max_steps=3, probe=True, epochs=1)
+    out = _run(nih_cache, tmp_path / "run", max_steps=3, probe=True, epochs=1, keep_checkpoints=True)
     for name in ("config.yaml", "metrics.csv", "checkpoints/last.ckpt", "encoder.safetensors",
                  "encoder.json", "figures/reconstructions.png"):
         assert (out / name).is_file(), name
@@ -53,9 +53,19 @@ def test_load_method_names_what_is_missing(tmp_path):
         load_method(tmp_path)
 
 
+def test_a_finished_run_drops_its_checkpoints_unless_kept(nih_cache, tmp_path):
+    out = _run(nih_cache, tmp_path / "run", max_steps=1, epochs=1)
+    assert not (out / "checkpoints").exists()  # ~0.4 GB of weights + optimizer state at R34
+    for name in ("encoder.safetensors", "encoder.json", "method.safetensors", "config.yaml", "metrics.csv"):
+        assert (out / name).is_file(), name  # what embed, transfer and the report read
+    load_method(out)
+    with pytest.raises(UserError, match="--keep-checkpoints"):
+        _run(nih_cache, out, max_steps=2, epochs=1, resume=True)
+
+
 def test_resume_after_an_interrupted_run_gives_the_same_weights(nih_cache, tmp_path):
     straight = _run(nih_cache, tmp_path / "straight", epochs=2)
-    _run(nih_cache, tmp_path / "interrupted", epochs=1)  # stands in for a run killed after epoch 1
+    _run(nih_cache, tmp_path / "interrupted", epochs=1, keep_checkpoints=True)  # stands in for a run killed after epoch 1
     resumed = _run(nih_cache, tmp_path / "interrupted", epochs=2, resume=True)
     a = load_file(str(straight / "encoder.safetensors"))
     b = load_file(str(resumed / "encoder.safetensors"))
@@ -112,3 +122,40 @@ def test_two_process_cpu_ddp_run_completes(nih_cache, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert (tmp_path / "ddp" / "encoder.safetensors").is_file()
     assert "distributed_backend=gloo" in result.stderr + result.stdout
+
+
+def test_evaluation_after_fit_moves_the_module_to_the_strategys_device(monkeypatch):
+    """Lightning's teardown leaves the module on the CPU; `on_training_device` takes the device
+    from the strategy, not from the module (the meta device stands in for a GPU here)."""
+    from types import SimpleNamespace
+
+    from ptxssl.engine.trainer import on_training_device
+
+    module = torch.nn.Linear(2, 1)  # as teardown leaves it: on the CPU
+    trainer = SimpleNamespace(strategy=SimpleNamespace(root_device=torch.device("meta")))
+    assert on_training_device(module, trainer) is module
+    assert next(module.parameters()).device.type == "meta"
+
+
+def test_transfer_scores_after_moving_the_module_to_the_training_device(monkeypatch, tmp_path):
+    """The post-fit tuning and scoring of a transfer run see the module only after it went back
+    to the strategy's device: the order of calls is recorded around the real code."""
+    import ptxssl.transfer.harness as harness
+    import ptxssl.transfer.run as run
+    from tests.helpers import synthetic_cache
+
+    calls = []
+    real_move, real_predict = harness.on_training_device, run.predict_loader
+    monkeypatch.setattr(harness, "on_training_device",
+                        lambda module, trainer: calls.append(("move", trainer.strategy.root_device)) or
+                        real_move(module, trainer))
+    monkeypatch.setattr(run, "predict_loader",
+                        lambda module, *a, **k: calls.append(("score", next(module.parameters()).device)) or
+                        real_predict(module, *a, **k))
+    cache = synthetic_cache(tmp_path / "data", "siim", count=24, seed=3, source_size=64, positive_fraction=0.5,
+                            fractions=(0.5, 0.25, 0.25))
+    cfg = run.resolve_config(None, {"data": str(cache), "out": str(tmp_path / "run"), "image_size": 32,
+                                    "batch_size": 4, "workers": 0, "epochs": 1, "patience": 0})
+    run.transfer(cfg, progress=False)
+    assert [c[0] for c in calls] == ["move", "score", "score"]  # val tuning, then test
+    assert calls[1][1] == calls[2][1] == calls[0][1]

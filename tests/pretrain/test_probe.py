@@ -56,3 +56,48 @@ def test_labels_without_enough_positives_or_unknown_are_skipped():
     assert only_first == probe_auroc(tx, ty[:, :1], vx, vy[:, :1])
     ty[:, :] = np.nan
     assert np.isnan(probe_auroc(tx, ty, vx, vy))
+
+
+# --- the BatchNorm protocol the probe reads encoders with ------------------------------------
+
+def _random_method(seed: int = 0):
+    import torch
+
+    from ptxssl.pretrain.methods import Method, MethodConfig
+
+    torch.manual_seed(seed)
+    return Method(MethodConfig(), in_channels=1, image_size=32, arch="resnet18").eval()
+
+
+def test_a_random_encoder_is_probed_with_recalibrated_batchnorm_by_default(nih_cache):
+    """as-is reads a fresh network whose BatchNorm is the identity; precise first estimates the
+    statistics on the probe's train images: other features, the same ones every time."""
+    from ptxssl.pretrain.probe import probe_features
+
+    at_init = probe_features(_random_method().embed, str(nih_cache), max_images=32, bn="as-is")
+    method = _random_method()
+    precise = probe_features(method.embed, str(nih_cache), max_images=32, model=method)
+    again = probe_features(method.embed, str(nih_cache), max_images=32, model=method)
+    assert precise[0].shape == at_init[0].shape and np.abs(precise[0] - at_init[0]).max() > 1e-2
+    np.testing.assert_array_equal(precise[0], again[0])  # the re-estimate is deterministic
+    np.testing.assert_array_equal(precise[1], at_init[1])  # the same images and labels
+    assert not np.allclose(method.encoder.bn1.running_var.numpy(), 1.0)
+    with pytest.raises(ValueError, match="needs the model"):
+        probe_features(method.embed, str(nih_cache), max_images=32)
+
+
+def test_the_trainers_probe_leaves_the_training_models_batchnorm_alone(nih_cache, tmp_path):
+    import torch
+
+    from ptxssl.pretrain.module import MethodModule
+    from ptxssl.pretrain.probe import ProbeCallback
+
+    module = MethodModule(_random_method(), {"seed": 0}, tmp_path).train()
+    before = {k: v.clone() for k, v in module.state_dict().items()}
+    trainer = type("Trainer", (), {"global_rank": 0})()
+    module.log = lambda name, value, **kw: before.setdefault("logged", (name, value))
+    ProbeCallback(str(nih_cache), max_images=32).on_train_epoch_end(trainer, module)
+    assert before["logged"][0] == "probe_auroc" and 0 <= before["logged"][1] <= 1
+    assert module.training and all(m.training for m in module.modules())
+    for k, v in module.state_dict().items():
+        assert torch.equal(v, before[k]), k

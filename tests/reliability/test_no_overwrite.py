@@ -71,7 +71,7 @@ def test_pretrain_overwrite_starts_a_new_run_and_a_crash_leaves_no_stale_encoder
         assert not (run / name).exists(), f"stale {name} from the overwritten run"
     assert_user_error(invoke("embed", "--encoder", run, "--data", siim_cache, "--out", tmp_path / "e.h5"), run)
 
-    assert_ok(_pretrain(siim_cache, run, "--overwrite", "--seed", 5))
+    assert_ok(_pretrain(siim_cache, run, "--overwrite", "--seed", 5, "--keep-checkpoints"))
     new = load_file(str(run / "encoder.safetensors"))
     assert new.keys() == old.keys() and any(not torch.equal(new[k], old[k]) for k in old)
     assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 5

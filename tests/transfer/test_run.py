@@ -15,6 +15,7 @@ from ptxssl.errors import UserError
 from ptxssl.datasets.dicom import read_dicom
 from ptxssl.datasets.images import letterbox
 from ptxssl.datasets.rle import decode_siim
+from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders import NORMALIZATION, build_encoder, save_encoder
 from ptxssl.transfer.compare import compare
 from ptxssl.transfer.metrics import DEFAULT_AREA_FRACTIONS, TRIPLET_BOTTOMS, TRIPLET_TOPS, postprocess_triplet
@@ -66,15 +67,41 @@ def test_pretrained_encoder_starts_the_unet_and_freezing_keeps_it(siim_cache, tm
     torch.manual_seed(7)
     encoder = build_encoder(1)
     save_encoder(encoder, tmp_path / "enc", {"method": "test", "in_channels": 1, "image_size": 32})
-    _run(siim_cache, tmp_path / "frozen", encoder=str(tmp_path / "enc"), epochs=1, freeze_epochs=1)
+    _run(siim_cache, tmp_path / "frozen", encoder=str(tmp_path / "enc"), epochs=1, freeze_epochs=1,
+         frozen_bn="as-is")
     unet = smp.from_pretrained(str(tmp_path / "frozen" / "model"))
-    # frozen for the whole run: every encoder tensor, BatchNorm running statistics included,
-    # is still the pretrained one, while the decoder learned
+    # frozen for the whole run with its own statistics: every encoder tensor, BatchNorm running
+    # statistics included, is still the pretrained one, while the decoder learned
     for k, v in encoder.state_dict().items():
         assert torch.equal(unet.encoder.state_dict()[k], v), k
     fresh = smp.Unet("resnet34", encoder_weights=None, in_channels=1, classes=1)
     assert any(not torch.equal(a, b) for a, b in zip(unet.decoder.state_dict().values(),
                                                      fresh.decoder.state_dict().values()))
+
+
+def test_a_frozen_encoder_gets_batchnorm_statistics_of_the_labelled_images_first(siim_cache, tmp_path):
+    """--frozen-bn precise (the default): before the first step the frozen encoder's BatchNorm
+    statistics are re-estimated on the labelled images, then stand still; the weights never move."""
+    torch.manual_seed(7)
+    encoder = build_encoder(1)
+    save_encoder(encoder, tmp_path / "enc", {"method": "test", "in_channels": 1, "image_size": 32})
+    metrics = _run(siim_cache, tmp_path / "frozen", encoder=str(tmp_path / "enc"), epochs=2, freeze_epochs=-1,
+                   label_count=12)
+    labelled = pd.read_csv(tmp_path / "frozen" / "labelled.csv")
+    assert len(labelled) == 12 and metrics["frozen_bn"] == {"protocol": "precise", "images": 12}  # 3 batches of 4
+    unet = smp.from_pretrained(str(tmp_path / "frozen" / "model"))
+    own = unet.encoder.state_dict()
+    for k, v in encoder.state_dict().items():
+        if "running" not in k and "num_batches" not in k:
+            assert torch.equal(own[k], v), k  # weights frozen
+    # bn1's running mean is the mean of conv1 over the labelled images (a plain average of equal batches)
+    data = CacheDataset(siim_cache, rows=np.flatnonzero(np.isin(CacheDataset(siim_cache).ids, labelled.image_id)))
+    with torch.no_grad():
+        x = torch.stack([data[i]["image"] for i in range(len(data))])  # (n, 1, 32, 32), the run's size
+        acts = encoder.conv1((x - NORMALIZATION["mean"]) / NORMALIZATION["std"])
+    # float32 means over 12 x 16 x 16 values: ~1e-6 relative; 1e-4 allows other summation orders
+    torch.testing.assert_close(own["bn1.running_mean"], acts.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert not torch.equal(own["bn1.running_mean"], encoder.bn1.running_mean)
 
 
 def test_same_seed_same_result_and_resume_extends_a_kept_run(siim_cache, tmp_path):
@@ -189,3 +216,16 @@ def test_recipe_options_are_checked_and_listed(siim_cache, tmp_path):
     for command in ("transfer", "compare"):
         shown = CliRunner().invoke(cli, [command, "--help"])
         assert "--tta" in shown.output and "--average-top-k" in shown.output and "triplet" in shown.output
+
+
+def test_max_steps_shorter_than_an_epoch_still_validates_and_finishes(siim_cache, tmp_path):
+    """Issue 20: `--max-steps 3` on ~7 batches an epoch died with "EarlyStopping conditioned on
+    metric val_score which is not available"; the cut epoch now ends, validates and is scored."""
+    out = tmp_path / "short"
+    result = CliRunner().invoke(cli, ["transfer", "--encoder", "random", "--data", str(siim_cache), "--out", str(out),
+                                      "--max-steps", "3", "--batch-size", "4", "--image-size", "32", "--workers", "0",
+                                      "--patience", "2"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 3 and metrics["best_epoch"] == 0 and metrics["weights_from_epochs"] == [0]
+    assert pd.read_csv(out / "metrics.csv")["val_score"].notna().sum() == 1  # one validation, at the cut

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from ptxssl.transfer.bootstrap import auroc_difference, auroc_rows, paired_bootstrap
+from ptxssl.bootstrap import auroc_difference, auroc_rows, paired_bootstrap
 
 
 def test_paired_bootstrap_interval_covers_the_shift_and_excludes_zero():

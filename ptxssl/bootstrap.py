@@ -1,4 +1,5 @@
-"""Paired bootstrap intervals over test images, for the differences `compare` reports.
+"""Paired bootstrap intervals over held-out images, for the differences `compare`, `rescore` and
+`probe` report.
 
 Both rows of a comparison scored the same test images, so resampling images (and keeping each
 image's pair together) measures how much the difference owes to which images happened to be

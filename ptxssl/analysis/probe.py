@@ -1,0 +1,165 @@
+"""`ptxssl probe`: does this encoder beat that one on the cache's labels? Every encoder the same way.
+
+Each encoder (`random`, `imagenet`, `imagenet:FILE`, an encoder file or a pretrain run folder)
+is read on the same images, through the same input path and under the same BatchNorm protocol
+(`--bn`, default precise: statistics re-estimated on the probe's train images), and probed two
+ways (`ptxssl.pretrain.probe`): a ridge linear probe with its penalty chosen per label, and
+DINO's weighted kNN vote. Every row is compared with a reference row (`--reference`, default
+the first encoder) on the same held-out images, with a paired bootstrap 95 % interval.
+
+A `random` encoder under precise BatchNorm also gets a row read as-is (BatchNorm at its
+initial state, the identity), labelled so, so a reader sees what the BatchNorm state alone does.
+
+Features (`--features`):
+    pooled  the global average of the deepest feature map (N, D): what `embed` writes;
+    grid    its 2 x 2 average (N, 4D): keeps left from right, which a global average cannot
+            (a flipped film, the side of a pneumothorax);
+    latent  an AE's latent / a VAE's posterior mean (pretrain run folders of those methods).
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ptxssl.analysis.embed import load_embedder
+from ptxssl.bootstrap import auroc_difference, auroc_rows
+from ptxssl.datasets.torch_data import CacheDataset
+from ptxssl.encoders import deepest, fit_images
+from ptxssl.encoders.protocol import DEFAULT_BN, check_bn
+from ptxssl.errors import UserError
+from ptxssl.files import write_csv, write_text
+from ptxssl.pretrain.methods import Method
+from ptxssl.pretrain.probe import PROBES, probe_features, probe_predictions
+
+PROBE_FEATURES = ("pooled", "grid", "latent")
+HELD_OUT = ["val", "test"]
+
+
+@dataclass
+class Row:
+    """One encoder's probe: its scores {probe kind: (labels, held-out images)} on the shared images."""
+
+    name: str
+    spec: str
+    bn: str
+    scores: dict[str, np.ndarray]
+
+
+def feature_fn(model: Method, features: str, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Cache images (N, P, S, S) in [0, 1] -> (N, F) features of `model`, through the one input path."""
+    def prepared(x: torch.Tensor) -> torch.Tensor:
+        return fit_images(x, size, model.in_channels)
+
+    if features == "pooled":
+        return lambda x: model.embed(prepared(x))
+    if features == "grid":
+        return lambda x: F.adaptive_avg_pool2d(deepest(model.encoder, prepared(x)), 2).flatten(1)  # (N, 4D)
+    if features == "latent":
+        if model.latent(torch.zeros(1, model.in_channels, size, size)) is None:
+            what = getattr(model, "name", "this encoder")  # a bare encoder's Method has no registry name
+            raise UserError(f"--features latent needs an AE or VAE pretrain run folder; {what} has no latent code "
+                            "(use --features pooled or grid)")
+        return lambda x: model.latent(prepared(x))
+    raise UserError(f"--features must be one of {', '.join(PROBE_FEATURES)} (got {features!r})")
+
+
+def parse_encoders(specs: list[str]) -> dict[str, str]:
+    """["random", "vae=runs/vae"] -> {"random": "random", "vae": "runs/vae"}; names must differ."""
+    named: dict[str, str] = {}
+    for spec in specs:
+        name, sep, value = spec.partition("=")
+        name, value = (name, value) if sep else (Path(spec).name or spec, spec)
+        if not name or not value:
+            raise UserError(f"--encoder {spec!r}: give NAME=ENCODER or ENCODER")
+        if name in named:
+            raise UserError(f"--encoder {spec!r}: the name {name!r} is used twice; name them NAME=ENCODER")
+        named[name] = value
+    if not named:
+        raise UserError("give at least one --encoder (random, imagenet, imagenet:FILE, a file or a run folder)")
+    return named
+
+
+@torch.no_grad()
+def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = "pooled", bn: str = DEFAULT_BN,
+                   max_images: int = 1024, batch_size: int = 64, device: str = "cpu", seed: int = 0,
+                   progress: Callable[[str], None] | None = None) -> tuple[list[Row], np.ndarray, list[str]]:
+    """Probe every encoder on the same train / held-out images.
+
+    Returns:
+        the rows (a random encoder under precise BN adds a BN-at-init row after it), the held-out
+        labels (labels, images) bool, and the label names, for the columns every encoder could score.
+    """
+    check_bn(bn)
+    if not Path(cache).is_file():
+        raise UserError(f"--data {cache}: cache file not found (make one with `ptxssl prepare`)")
+    size = CacheDataset(cache).size
+    rows, shared = [], None
+    for name, spec in encoders.items():
+        for protocol in (bn, "as-is") if spec == "random" and bn == "precise" else (bn,):
+            if progress:
+                progress(f"probe {name} ({features} features, BN {protocol})")
+            torch.manual_seed(seed)  # a random init is the same weights in both of its rows
+            model, meta = load_embedder(spec)
+            model.to(device).eval()
+            got = probe_features(feature_fn(model, features, meta["image_size"] or size), str(cache), max_images,
+                                 batch_size, device, HELD_OUT, bn=protocol, model=model)
+            if got is None:
+                raise UserError(f"{cache}: the probe needs image labels and val / test images; prepare a "
+                                "labelled cache (chestxray14, chexpert, siim, or folder with --labels)")
+            tx, ty, vx, vy, names = got
+            scores = {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}
+            shared = shared or (vy, names)
+            label = name if protocol == bn or spec != "random" else f"{name}, BN at init"
+            rows.append(Row(label, spec, protocol, scores))
+    vy, names = shared
+    columns = sorted(set.intersection(*(set(r.scores["linear"]) for r in rows)))
+    if not columns:
+        raise UserError(f"{cache}: no label has both classes on both sides of the probe; use more images "
+                        "(--max-images) or a cache with more positives")
+    for r in rows:
+        r.scores = {kind: np.stack([r.scores[kind][k] for k in columns]) for kind in PROBES}
+    return rows, vy[:, columns].T.astype(bool), [names[k] for k in columns]
+
+
+def table(rows: list[Row], labels: np.ndarray, names: list[str], reference: str) -> tuple[str, list[list]]:
+    """(Markdown table, CSV rows) of mean AUROC per probe with Δ vs `reference` and its interval,
+    then AUROC per label."""
+    ref = next((r for r in rows if r.name == reference), None)
+    if ref is None:
+        raise UserError(f"--reference {reference!r}: not one of the encoders ({', '.join(r.name for r in rows)})")
+    head = "| encoder | BN | " + " | ".join(f"{k} AUROC | Δ vs {reference} [95 %]" for k in PROBES) + " |"
+    lines, csv_rows = [head, "|---" * (2 + 2 * len(PROBES)) + "|"], []
+    for r in rows:
+        cells = [r.name, r.bn]
+        for kind in PROBES:
+            per_label = auroc_rows(labels, r.scores[kind])
+            d, lo, hi = auroc_difference(labels, r.scores[kind], ref.scores[kind])
+            cells += [f"{np.nanmean(per_label):.3f}", "—" if r is ref else f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]"]
+            csv_rows += [[r.name, r.spec, r.bn, kind, label, round(float(a), 6)] for label, a in zip(names, per_label)]
+            csv_rows.append([r.name, r.spec, r.bn, kind, "mean", round(float(np.nanmean(per_label)), 6)])
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "linear probe AUROC per label", "", "| label | " + " | ".join(r.name for r in rows) + " |",
+              "|---" * (len(rows) + 1) + "|"]
+    aurocs = [auroc_rows(labels, r.scores["linear"]) for r in rows]
+    lines += [f"| {n} | " + " | ".join(f"{a[i]:.3f}" for a in aurocs) + " |" for i, n in enumerate(names)]
+    return "\n".join(lines) + "\n", csv_rows
+
+
+def run_probe(encoders: dict[str, str], cache: str | Path, out: str | Path, reference: str | None = None,
+              **options) -> str:
+    """Probe, then write OUT/results.csv (one row per encoder, probe and label) and OUT/table.md;
+    return the table."""
+    rows, labels, names = probe_encoders(encoders, cache, **options)
+    text, csv_rows = table(rows, labels, names, reference or rows[0].name)
+    out = Path(out)
+    header = (f"Probes of `{cache}` ({labels.shape[1]} held-out val + test images, {len(names)} labels, "
+              f"features {options.get('features', 'pooled')}): mean AUROC; Δ with a paired bootstrap 95 % "
+              "interval over the held-out images.\n\n")
+    write_csv(out / "results.csv", ["encoder", "spec", "bn", "probe", "label", "auroc"], csv_rows)
+    write_text(out / "table.md", header + text)
+    return header + text
