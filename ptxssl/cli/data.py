@@ -99,7 +99,12 @@ def _synth_on_backgrounds(out: Path, backgrounds: Path, masks: Path | None, coun
 @click.option("--seed", default=0, help="Seed of the patient-level train/val/test split.")
 @click.option("--split", "fractions", default="0.8,0.1,0.1", help="train,val,test fractions.")
 @click.option("--labels-csv", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="SIIM / CANDID: the RLE label file, if not in SRC.")
+              help="SIIM / CANDID: the RLE label file, if not in SRC. folder: a CSV of an id column and "
+                   "categorical columns (sex, projection, ...), each value a label; a patient_id column keeps "
+                   "patients in one split.")
+@click.option("--id-column", default="image_id", help="folder --labels-csv: the column naming each image.")
+@click.option("--label-columns", default="", help="folder --labels-csv: the columns to use, comma-separated "
+                                                  "[default: every text column with 2-10 values].")
 @click.option("--rle", default="siim", type=click.Choice(["siim", "absolute"]),
               help="CANDID: how EncodedPixels are written (siim: relative offsets; absolute: 1-based starts).")
 @click.option("--uncertainty", default="zeros", type=click.Choice(["ones", "zeros", "ignore"]),
@@ -109,8 +114,8 @@ def _synth_on_backgrounds(out: Path, backgrounds: Path, masks: Path | None, coun
               help="raw, or raw plus contrast-equalised copies for a 3-channel input: raw,clahe,he.")
 @click.option("--overwrite", is_flag=True, help="Rebuild OUT if it exists.")
 def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_error: str, seed: int,
-            fractions: str, labels_csv: Path | None, rle: str, uncertainty: str, all_views: bool,
-            channels: str, overwrite: bool) -> None:
+            fractions: str, labels_csv: Path | None, id_column: str, label_columns: str, rle: str,
+            uncertainty: str, all_views: bool, channels: str, overwrite: bool) -> None:
     """Decode a raw dataset folder SRC once into an HDF5 cache read by all training stages.
 
     Resumable: rerun the same command after an interruption and it continues.
@@ -119,7 +124,9 @@ def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_erro
 
     split = numbers(fractions, "--split", 3)
     options = {"siim": {"labels_csv": labels_csv}, "candid": {"labels_csv": labels_csv, "rle": rle},
-               "chexpert": {"uncertainty": uncertainty, "frontal_only": not all_views}}.get(dataset, {})
+               "chexpert": {"uncertainty": uncertainty, "frontal_only": not all_views},
+               "folder": {"labels_csv": labels_csv, "id_column": id_column, "label_columns": label_columns}
+               }.get(dataset, {})
     echo_config("prepare", dict(src=src, dataset=dataset, out=out, size=size, workers=workers,
                                  on_error=on_error, seed=seed, split=fractions, channels=channels, **options))
     summary = run(src, dataset, out, size=size, workers=workers, on_error=on_error, seed=seed,
@@ -128,6 +135,31 @@ def prepare(src: Path, dataset: str, out: Path, size: int, workers: int, on_erro
         click.echo(f"  note: {note}")
     click.echo(f"wrote {out}: {summary['images']} images"
                + (f", {summary['rejected']} rejected (see {out}.rejects.csv)" if summary["rejected"] else ""))
+
+
+@cli.command()
+@click.argument("src", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the copy (PNG) and its qc_anomalies.csv.")
+@click.option("--fraction", default=0.15, type=float, help="Share of the images given an anomaly.")
+@click.option("--kinds", default="flipped,rotated,inverted", help="Anomalies, in turn: flipped, rotated, inverted.")
+@click.option("--seed", default=0, help="Seed of which images, and of each rotation's direction.")
+@click.option("--workers", default=2, help="Decoding processes.")
+def plant(src: Path, out: Path, fraction: float, kinds: str, seed: int, workers: int) -> None:
+    """Copy an image folder SRC with known QC anomalies (flipped, rotated, inverted) planted in a
+    share of its films, and the answer key qc_anomalies.csv, to score `ptxssl anomaly` on real films.
+
+    Every image is rewritten as 8-bit PNG, planted or not, so only the anomaly tells them apart.
+    Then: ptxssl prepare OUT --dataset folder [--labels-csv SRC_LABELS] --out cache.h5
+    """
+    from ptxssl.datasets.plant import parse_kinds, plant_anomalies
+
+    chosen = parse_kinds(kinds)
+    echo_config("plant", {"src": src, "out": out, "fraction": fraction, "kinds": ",".join(chosen), "seed": seed,
+                          "workers": workers})
+    summary = plant_anomalies(src, out, fraction=fraction, kinds=chosen, seed=seed, workers=workers)
+    click.echo(f"wrote {summary['images']} images to {out}: " + ", ".join(f"{summary[k]} {k}" for k in chosen)
+               + f" (answer key: {out / 'qc_anomalies.csv'})")
 
 
 @cli.command()

@@ -8,14 +8,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ptxssl.datasets.folder_labels import attach_labels
 from ptxssl.datasets.images import IMAGE_SUFFIXES
 from ptxssl.datasets.indexing import first_by_name, preview, require_dir, scan_files
 from ptxssl.datasets.records import Index, Record
 from ptxssl.errors import UserError
 
 
-def index_folder(root: Path) -> Index:
-    """Index every image file under `root` (no labels, no masks).
+def index_folder(root: Path, labels_csv: Path | None = None, id_column: str = "image_id",
+                 label_columns: str = "") -> Index:
+    """Index every image file under `root` (no masks; labels only from `labels_csv`, see
+    `ptxssl.datasets.folder_labels`: categorical columns as one-vs-rest labels).
 
     image_id is the posix path relative to `root` without its suffix, which is unique
     across subfolders; when two files differ only by suffix (x.dcm and x.png) the first in
@@ -33,4 +36,5 @@ def index_folder(root: Path) -> Index:
     if dups:
         notes.append(f"{len(dups):,} files share their path-without-suffix with another file "
                      f"and were skipped (first: {preview(dups)}).")
-    return Index(kind="folder", root=root, records=records, notes=notes)
+    index = Index(kind="folder", root=root, records=records, notes=notes)
+    return index if labels_csv is None else attach_labels(index, Path(labels_csv), id_column, label_columns)

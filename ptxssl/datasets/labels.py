@@ -11,5 +11,3 @@ CHEXPERT_OBSERVATIONS: tuple[str, ...] = (
     "Edema", "Consolidation", "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion",
     "Pleural Other", "Fracture", "Support Devices",
 )
-
-QC_ANOMALIES: tuple[str, ...] = ("flipped", "rotated", "inverted")

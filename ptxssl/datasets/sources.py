@@ -12,6 +12,7 @@ from ptxssl.datasets.chestxray14 import index_chestxray14
 from ptxssl.datasets.chexpert import index_chexpert
 from ptxssl.datasets.folder import index_folder
 from ptxssl.datasets.indexing import preview, read_label_csv, require_columns, require_dir
+from ptxssl.datasets.qc import QC_FILE
 from ptxssl.datasets.records import Index
 from ptxssl.datasets.siim import index_candid, index_siim
 from ptxssl.errors import UserError
@@ -41,9 +42,6 @@ def get_index(kind: str, root: Path, **options) -> Index:
         raise UserError(f"option(s) {unknown} do not apply to kind {kind!r}; "
                         f"it takes {accepted or 'no options'}")
     return read_qc_anomalies(fn(root, **options))
-
-
-QC_FILE = "qc_anomalies.csv"
 
 
 def read_qc_anomalies(index: Index) -> Index:

@@ -21,7 +21,8 @@ from pydicom.uid import generate_uid
 from tqdm import tqdm
 
 from ptxssl.datasets.dicom import write_dicom
-from ptxssl.datasets.labels import CHEXPERT_OBSERVATIONS, NIH_FINDINGS, QC_ANOMALIES
+from ptxssl.datasets.labels import CHEXPERT_OBSERVATIONS, NIH_FINDINGS
+from ptxssl.datasets.qc import QC_ANOMALIES, QC_FILE, apply_anomaly
 from ptxssl.datasets.phantom import Patient, render, sample_findings, sample_patient
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.errors import UserError
@@ -70,25 +71,12 @@ def _patient(job: Job) -> Patient:
     return sample_patient(_rng(job.seed, job.fmt, 1, job.patient))
 
 
-def _apply_anomaly(image: np.ndarray, masks: list[np.ndarray], anomaly: str | None,
-                   rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Flip / rotate / invert an image; geometric changes move the masks with it."""
-    if anomaly == "flipped":
-        return image[:, ::-1].copy(), [m[:, ::-1].copy() for m in masks]
-    if anomaly == "rotated":
-        k = int(rng.choice([1, 3]))
-        return np.rot90(image, k).copy(), [np.rot90(m, k).copy() for m in masks]
-    if anomaly == "inverted":
-        return 1.0 - image, masks
-    return image, masks
-
-
 def _draw(job: Job) -> tuple[np.ndarray, list[np.ndarray], frozenset[str], np.random.Generator]:
     # findings belong to the study (shared by its frontal and lateral views), the rest to the image
     findings = sample_findings(_rng(job.seed, job.fmt, 2, job.patient, job.followup), job.pneumothorax)
     rng = _rng(job.seed, job.fmt, 0, job.index)
     ph = render(_patient(job), findings, job.size, rng, view=job.view)
-    image, masks = _apply_anomaly(ph.image, ph.pneumothorax, job.anomaly, rng)
+    image, masks = apply_anomaly(ph.image, ph.pneumothorax, job.anomaly, rng)
     return image, masks, findings, rng
 
 
@@ -235,7 +223,7 @@ def _write_tables(fmt: str, out: Path, jobs: list[Job], results: list[dict]) -> 
         for split in ("train", "valid"):
             write_csv(out / f"{split}.csv", header, [r["row"] for r in results if r["split"] == split])
     anomalies = [[r["id"], j.anomaly] for j, r in zip(jobs, results) if j.anomaly]
-    write_csv(out / "qc_anomalies.csv", ["image_id", "anomaly"], anomalies)
+    write_csv(out / QC_FILE, ["image_id", "anomaly"], anomalies)
 
 
 def _run(job: Job) -> dict:

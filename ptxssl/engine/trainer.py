@@ -194,7 +194,7 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
                       callbacks=[*callbacks, checkpoint], logger=loggers, default_root_dir=run_dir,
                       enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
                       log_every_n_steps=1, num_sanity_val_steps=0,
-                      limit_train_batches=1.0 if epoch_batches is None else epoch_batches)
+                      **({"limit_train_batches": epoch_batches} if epoch_batches else {}))  # else Lightning's default
 
 
 def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Path | None,

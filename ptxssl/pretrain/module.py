@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from ptxssl.encoders import fit_images
+from ptxssl.engine.schedule import warmup_cosine
 from ptxssl.engine.trainer import EngineModule
 from ptxssl.pretrain.methods.base import Method
 
@@ -40,5 +41,11 @@ class MethodModule(EngineModule):
         self.method.after_step(min(1.0, self.global_step / self._total_steps))
 
     def configure_optimizers(self):
+        """The method's optimizer; its own scheduler if it has one (supervised's plateau), else the
+        method config's --schedule (warm-up + cosine by default), stepped per optimizer step."""
         optimizer, scheduler = self.method.configure_optimizer()
+        cfg = self.method.cfg
+        if scheduler is None and cfg.schedule != "constant":
+            total = max(int(self.trainer.estimated_stepping_batches), 1)
+            scheduler = {"scheduler": warmup_cosine(optimizer, total, cfg.warmup), "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer

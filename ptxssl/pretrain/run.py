@@ -7,6 +7,7 @@ from typing import Any
 
 import h5py
 import pytorch_lightning as pl
+from pytorch_lightning.callbacks import LearningRateMonitor
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -70,12 +71,15 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
     size = cfg.image_size or train.size
     if size % 32:
         raise UserError(f"--image-size must be a multiple of 32 (got {size}); the cache is {train.size} px")
+    if method_cfg.schedule not in cls.schedules or not 0 <= method_cfg.warmup < 1:
+        raise UserError(f"--schedule {method_cfg.schedule} --warmup {method_cfg.warmup}: --method {cls.name} takes "
+                        f"--schedule {' or '.join(cls.schedules)} and --warmup in [0, 1)")
     dataset, num_classes, weights = cls.make_dataset(method_cfg, train)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     method = cls(method_cfg, in_channels=cfg.in_channels, image_size=size, num_classes=num_classes, arch=cfg.arch)
     module = MethodModule(method, flat(cfg, method_cfg), out)
     loader = train_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, drop_last=True, weights=weights)
-    callbacks = list(callbacks or [])
+    callbacks = [*(callbacks or []), LearningRateMonitor(logging_interval="step")]  # lr-<Optimizer> per step
     if cfg.probe and train.labels is not None:
         callbacks.append(ProbeCallback(cfg.data, bn=cfg.probe_bn))
     if overwrite and ckpt is None:

@@ -9,7 +9,7 @@ import pytest
 
 from ptxssl.datasets.labels import CHEXPERT_OBSERVATIONS
 from ptxssl.datasets.rle import decode_siim
-from ptxssl.datasets.synth import _apply_anomaly, _chexpert_labels, synthesize
+from ptxssl.datasets.synth import _chexpert_labels, synthesize
 from ptxssl.errors import UserError
 
 from .conftest import SYNTH
@@ -132,19 +132,6 @@ def test_qc_anomalies_listed_for_every_format(synth_root):
         rows = _rows(synth_root / fmt / "qc_anomalies.csv")
         assert len(rows) == round(SYNTH["count"] * 0.06)
         assert {r["anomaly"] for r in rows} <= {"flipped", "rotated", "inverted"}
-
-
-def test_anomalies_move_masks_with_the_image():
-    rng = np.random.default_rng(0)
-    image = rng.random((8, 8)).astype(np.float32)
-    mask = np.zeros((8, 8), bool)
-    mask[1, 0] = True
-    flipped, (fm,) = _apply_anomaly(image, [mask], "flipped", rng)
-    assert np.array_equal(flipped, image[:, ::-1]) and fm[1, 7]
-    rotated, (rm,) = _apply_anomaly(image, [mask], "rotated", rng)
-    assert any(np.array_equal(rotated, np.rot90(image, k)) and np.array_equal(rm, np.rot90(mask, k)) for k in (1, 3))
-    inverted, (im,) = _apply_anomaly(image, [mask], "inverted", rng)
-    assert np.allclose(inverted, 1 - image) and np.array_equal(im, mask)
 
 
 def test_same_seed_same_files_any_worker_count_other_seed_differs(tmp_path):

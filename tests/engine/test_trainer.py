@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -64,9 +65,11 @@ def test_a_finished_run_drops_its_checkpoints_unless_kept(nih_cache, tmp_path):
 
 
 def test_resume_after_an_interrupted_run_gives_the_same_weights(nih_cache, tmp_path):
-    straight = _run(nih_cache, tmp_path / "straight", epochs=2)
-    _run(nih_cache, tmp_path / "interrupted", epochs=1, keep_checkpoints=True)  # stands in for a run killed after epoch 1
-    resumed = _run(nih_cache, tmp_path / "interrupted", epochs=2, resume=True)
+    # a 1-epoch run stands in for a 2-epoch run killed after epoch 1; the cosine schedule's length
+    # comes from --epochs, so these runs use a constant rate (tests/reliability kills a real run)
+    straight = _run(nih_cache, tmp_path / "straight", epochs=2, schedule="constant")
+    _run(nih_cache, tmp_path / "interrupted", epochs=1, keep_checkpoints=True, schedule="constant")
+    resumed = _run(nih_cache, tmp_path / "interrupted", epochs=2, resume=True, schedule="constant")
     a = load_file(str(straight / "encoder.safetensors"))
     b = load_file(str(resumed / "encoder.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -159,3 +162,39 @@ def test_transfer_scores_after_moving_the_module_to_the_training_device(monkeypa
     run.transfer(cfg, progress=False)
     assert [c[0] for c in calls] == ["move", "score", "score"]  # val tuning, then test
     assert calls[1][1] == calls[2][1] == calls[0][1]
+
+
+def test_pretraining_warms_up_then_decays_the_learning_rate_per_step(nih_cache, tmp_path):
+    """Issue 19's check: `pretrain --method simclr --max-steps 20` logs a per-step learning rate
+    that rises over the warm-up (10 % of the run: 2 steps) to --lr and then falls on a cosine."""
+    from click.testing import CliRunner
+
+    from ptxssl.cli import cli
+
+    out = tmp_path / "simclr"
+    result = CliRunner().invoke(cli, ["pretrain", "--method", "simclr", "--data", str(nih_cache), "--out", str(out),
+                                      "--max-steps", "20", "--batch-size", "8", "--image-size", "32", "--workers", "0",
+                                      "--no-probe", "--lr", "0.01"])
+    assert result.exit_code == 0, result.output
+    lr = pd.read_csv(out / "metrics.csv")["lr-AdamW"].dropna().to_numpy()
+    assert len(lr) == 20
+    peak = int(np.argmax(lr))
+    assert peak == 2 and lr[peak] == pytest.approx(0.01)  # warm-up over 2 steps: rising to the peak rate
+    assert np.all(np.diff(lr[:peak + 1]) > 0) and np.all(np.diff(lr[peak:]) < 0)  # then only falling
+    assert lr[-1] < 0.01 * 0.05  # near 0 at the end of the cosine
+
+
+def test_the_schedule_shape_and_a_schedule_the_method_does_not_take(nih_cache, tmp_path):
+    from ptxssl.engine.schedule import warmup_cosine
+
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_cosine(optimizer, total_steps=10, warmup=0.2)
+    rates = []
+    for _ in range(10):
+        rates.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        schedule.step()
+    assert rates[:3] == pytest.approx([1 / 3, 2 / 3, 1.0]) and rates[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 7 / 8)))
+    with pytest.raises(UserError, match="--method ae takes --schedule cosine or constant"):
+        _run(nih_cache, tmp_path / "ae", schedule="plateau")  # supervised's own schedule only
+    assert not (tmp_path / "ae").exists()

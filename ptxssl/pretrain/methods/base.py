@@ -19,15 +19,24 @@ from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.engine.config import opt
+from ptxssl.engine.schedule import SCHEDULES
 from ptxssl.encoders import DEFAULT_ARCH, build_encoder, feature_dim, pooled
+
+
+SCHEDULE_HELP = ("Learning-rate schedule: cosine (per optimizer step: linear warm-up over --warmup of the run, then "
+                 "cosine decay to 0, as SimCLR / MoCo v2 / BYOL), constant, or plateau (supervised only, its default: "
+                 "the original study's SGD recipe, lr x 0.1 when the epoch loss has not fallen for 5 epochs).")
 
 
 @dataclass
 class MethodConfig:
     """Options every method has; a method's own config subclasses this with its defaults."""
 
-    lr: float = opt(1e-3, "Learning rate.")
+    lr: float = opt(1e-3, "Peak learning rate.")
     weight_decay: float = opt(1e-5, "Weight decay.")
+    schedule: str = opt("cosine", SCHEDULE_HELP)
+    warmup: float = opt(0.1, "Warm-up share of the run's optimizer steps (the papers: 10 of 100-1000 epochs; a short "
+                             "CPU run keeps the shape, not the epoch count).")
 
 
 class Method(nn.Module):
@@ -47,6 +56,7 @@ class Method(nn.Module):
     title: ClassVar[str]  # the human name, e.g. "MoCo v2": figure titles, the demo report
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     inputs: ClassVar[str] = "image"
+    schedules: ClassVar[tuple[str, ...]] = SCHEDULES  # the --schedule values it takes
 
     def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64,
                  num_classes: int = 0, arch: str = DEFAULT_ARCH) -> None:

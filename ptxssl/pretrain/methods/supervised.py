@@ -18,7 +18,8 @@ from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.engine.config import opt
 from ptxssl.engine.data import WithTargets
-from ptxssl.pretrain.methods.base import LabelMethod, MethodConfig
+from ptxssl.engine.schedule import SCHEDULES
+from ptxssl.pretrain.methods.base import SCHEDULE_HELP, LabelMethod, MethodConfig
 
 TARGETS = ("all", "pneumothorax")
 
@@ -27,6 +28,7 @@ TARGETS = ("all", "pneumothorax")
 class SupervisedConfig(MethodConfig):
     target: str = opt("all", "supervised: all (every label, multi-label BCE) or pneumothorax (binary, balanced).")
     sgd_momentum: float = opt(0.9, "supervised: SGD momentum.")
+    schedule: str = opt("plateau", SCHEDULE_HELP)
 
 
 def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -38,6 +40,7 @@ def masked_bce(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 class Supervised(LabelMethod):
     name = "supervised"
+    schedules = (*SCHEDULES, "plateau")
     title = "supervised (weak labels)"
     config_class = SupervisedConfig
 
@@ -69,5 +72,7 @@ class Supervised(LabelMethod):
     def configure_optimizer(self):
         optimizer = torch.optim.SGD(self.parameters(), lr=self.cfg.lr, momentum=self.cfg.sgd_momentum,
                                     weight_decay=self.cfg.weight_decay)
+        if self.cfg.schedule != "plateau":
+            return optimizer, None  # the module applies --schedule cosine / constant
         plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, factor=0.1, patience=5)
         return optimizer, {"scheduler": plateau, "monitor": "loss_epoch", "interval": "epoch"}
