@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ptxssl import __version__
 from ptxssl.analysis.store import Embeddings, write_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.encoders import fit_images, init_encoder
+from ptxssl.encoders import fit_images, grid, init_encoder
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn, precise_bn
 from ptxssl.errors import UserError
 from ptxssl.pretrain.methods import Method, MethodConfig
@@ -49,13 +49,15 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
 @torch.no_grad()
 def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
                 device: str = "cpu", in_channels: int = 1, progress: bool = True,
-                arch: str | None = None, bn: str = DEFAULT_BN, bn_reference: str = "train") -> Embeddings:
+                arch: str | None = None, bn: str = DEFAULT_BN, bn_reference: str = "train",
+                with_grid: bool = False) -> Embeddings:
     """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
 
     Images are resized to the size the model was trained at when it has a decoder (whose
     output size is fixed), otherwise embedded at the cache's size. `bn` is the BatchNorm
     protocol (`ptxssl.encoders.protocol`): "precise" re-estimates the statistics on the
     `bn_reference` split (all images when the cache has none of it) first; the file records it.
+    `with_grid` adds the 2 x 2 grid features (4 x the pooled size: opt-in at 100k images).
     """
     check_bn(bn)
     model, meta = load_embedder(encoder, in_channels, arch)
@@ -71,10 +73,12 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
                    for b in DataLoader(reference, batch_size=batch_size, num_workers=workers))
         bn_meta.update(bn_reference=bn_reference if reference is not data else "all",
                        bn_images=precise_bn(model, batches, model.embed))
-    feats, latents, errors = [], [], []
+    feats, latents, errors, grids = [], [], [], []
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
         x = fit_images(batch["image"].to(device), size, model.in_channels)  # (N, C, size, size) in [0, 1]
         feats.append(model.embed(x).float().cpu())  # (N, D), D = the encoder's feature_dim
+        if with_grid:
+            grids.append(grid(model.encoder, x).float().cpu())  # (N, 4D)
         latent = model.latent(x)
         if latent is not None:
             latents.append(latent.float().cpu())  # (N, L)
@@ -87,6 +91,7 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
         labels=data.labels, label_names=data.label_names, anomaly=data.anomaly,
         latent=torch.cat(latents).numpy() if latents else None,
         recon_error=torch.cat(errors).numpy() if errors else None,
+        grid=torch.cat(grids).numpy() if grids else None,
         attrs={**meta, **bn_meta, "data": str(Path(cache).resolve()), "fingerprint": fingerprint, "image_size": size,
                "ptxssl_version": __version__})
     write_embeddings(out, emb)

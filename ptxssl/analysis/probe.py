@@ -24,12 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ptxssl.analysis.embed import load_embedder
 from ptxssl.bootstrap import auroc_difference, auroc_rows
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.encoders import deepest, fit_images
+from ptxssl.encoders import fit_images, grid
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn
 from ptxssl.errors import UserError
 from ptxssl.files import write_csv, write_text
@@ -58,7 +57,7 @@ def feature_fn(model: Method, features: str, size: int) -> Callable[[torch.Tenso
     if features == "pooled":
         return lambda x: model.embed(prepared(x))
     if features == "grid":
-        return lambda x: F.adaptive_avg_pool2d(deepest(model.encoder, prepared(x)), 2).flatten(1)  # (N, 4D)
+        return lambda x: grid(model.encoder, prepared(x))  # (N, 4D)
     if features == "latent":
         if model.latent(torch.zeros(1, model.in_channels, size, size)) is None:
             what = getattr(model, "name", "this encoder")  # a bare encoder's Method has no registry name

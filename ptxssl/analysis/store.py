@@ -7,6 +7,7 @@ Format (HDF5, a stable contract; a user can write one by hand with h5py):
     labels       (N, K) float32   weak labels 1 / 0 / NaN (unknown); attribute `names`
     anomaly      (N,) str         QC label ("flipped", "rotated", "inverted"), "" = normal
     latent       (N, L) float32   AE latent / VAE mu (runs with a decoder)
+    grid         (N, 4D) float32  the deepest map averaged over 2 x 2 cells (`embed --grid`): keeps left from right
     recon_error  (N,) float32     per-image reconstruction error of an AE/VAE
     attributes   encoder, method, data, fingerprint, ptxssl_version, ... (scalars)
 
@@ -25,7 +26,7 @@ import numpy as np
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
 
-FEATURES = ("embeddings", "latent")
+FEATURES = ("embeddings", "latent", "grid")
 FINDING = "finding"  # the derived single-category view of multi-label findings (see `categories`)
 _STR = h5py.string_dtype()
 _MAKE_IT = "make it with `ptxssl embed`"
@@ -43,13 +44,14 @@ class Embeddings:
     anomaly: np.ndarray | None = None  # (N,) str, "" = normal
     latent: np.ndarray | None = None  # (N, L) float32
     recon_error: np.ndarray | None = None  # (N,) float32
+    grid: np.ndarray | None = None  # (N, 4D) float32
     attrs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.features)
         if self.features.ndim != 2:
             raise ValueError(f"features must be (N, D), got shape {self.features.shape}")
-        for name in ("ids", "split", "labels", "anomaly", "latent", "recon_error"):
+        for name in ("ids", "split", "labels", "anomaly", "latent", "recon_error", "grid"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} rows, features {n}")
@@ -146,6 +148,8 @@ def write_embeddings(path: str | Path, emb: Embeddings) -> Path:
             h5.create_dataset("latent", data=np.asarray(emb.latent, np.float32))
         if emb.recon_error is not None:
             h5.create_dataset("recon_error", data=np.asarray(emb.recon_error, np.float32))
+        if emb.grid is not None:
+            h5.create_dataset("grid", data=np.asarray(emb.grid, np.float32))
         for key, value in emb.attrs.items():
             if value is not None and key not in ("path", "features"):  # set by read_embeddings
                 h5.attrs[key] = _attr(value)
@@ -198,6 +202,8 @@ def read_embeddings(path: str | Path, features: str = "embeddings", rows: np.nda
         if features == "latent" and "latent" not in h5:
             raise UserError(f"{path}: has no latent (--features latent); embed with an AE/VAE pretrain "
                             "run dir (`ptxssl embed RUN_DIR ...`)")
+        if features == "grid" and "grid" not in h5:
+            raise UserError(f"{path}: has no grid features (--features grid); embed again with `ptxssl embed --grid`")
         n = h5["embeddings"].shape[0]
         if rows is not None and len(rows) and (rows.min() < 0 or rows.max() >= n):
             raise ValueError(f"rows out of range for {n} embeddings")
@@ -209,5 +215,5 @@ def read_embeddings(path: str | Path, features: str = "embeddings", rows: np.nda
             split=split if split is not None else np.full(n if rows is None else len(rows), "", dtype=str),
             labels=get("labels"),
             label_names=[str(x) for x in h5["labels"].attrs.get("names", [])] if "labels" in h5 else [],
-            anomaly=get("anomaly"), latent=get("latent"), recon_error=get("recon_error"),
+            anomaly=get("anomaly"), latent=get("latent"), recon_error=get("recon_error"), grid=get("grid"),
             attrs={**attrs, "path": str(path), "features": features})

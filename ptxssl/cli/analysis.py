@@ -18,7 +18,8 @@ _PCA_HELP = "PCA after standardising: components (50), explained-variance fracti
 
 def _features_option(fn):
     return click.option("--features", default="embeddings", type=click.Choice(FEATURES),
-                        help="Which matrix of the file to use (latent: the AE latent / VAE mu).")(fn)
+                        help="Which matrix of the file to use (latent: the AE latent / VAE mu; grid: 2x2 cells of the "
+                             "deepest map, from `embed --grid`, which keep left from right).")(fn)
 
 
 @cli.command()
@@ -39,9 +40,12 @@ def _features_option(fn):
                    "protocol for every encoder, random init included), as-is keeps the encoder's own.")
 @click.option("--bn-reference", default="train", help="Split whose images --bn precise uses (all images if "
                                                       "the cache has none).")
+@click.option("--grid", "with_grid", is_flag=True,
+              help="Also write 2x2 grid features (4x the pooled size), which keep left from right: "
+                   "`--features grid` in cluster / anomaly.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int, workers: int, device: str,
-          bn: str, bn_reference: str, overwrite: bool) -> None:
+          bn: str, bn_reference: str, with_grid: bool, overwrite: bool) -> None:
     """Embed every image of a cache: pooled encoder features (512-d for resnet34), ids, splits, labels.
 
     The output is what cluster, anomaly and umap read.
@@ -55,7 +59,7 @@ def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int
                           "batch_size": batch_size, "workers": workers, "device": device, "bn": bn,
                           "bn_reference": bn_reference})
     emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device, arch=arch,
-                      bn=bn, bn_reference=bn_reference)
+                      bn=bn, bn_reference=bn_reference, with_grid=with_grid)
     click.echo(f"wrote {out}: {describe(emb)}")
 
 

@@ -102,3 +102,16 @@ def test_embed_reads_every_encoder_with_recalibrated_batchnorm_and_records_it(ni
     assert np.abs(precise.features - as_is.features).max() > 1e-2
     with pytest.raises(UserError, match="--bn must be precise or as-is"):
         embed_cache("random", nih_cache, tmp_path / "x.h5", progress=False, bn="fresh")
+
+
+def test_grid_features_are_written_on_request_and_read_by_the_analysis(tmp_path):
+    cache = synthetic_cache(tmp_path / "data", "chestxray14", count=12, seed=9, size=64)
+    emb = embed_cache("random", cache, tmp_path / "g.h5", progress=False, with_grid=True)
+    assert emb.grid.shape == (12, 4 * 512)
+    # 64 px: a 2 x 2 deepest map, so the cells of each channel average to its pooled feature
+    assert_features_close(emb.grid.reshape(12, 512, 4).mean(-1), emb.features)
+    back = read_embeddings(tmp_path / "g.h5", features="grid")
+    np.testing.assert_array_equal(back.features, emb.grid)
+    embed_cache("random", cache, tmp_path / "p.h5", progress=False)
+    with pytest.raises(UserError, match="embed --grid"):
+        read_embeddings(tmp_path / "p.h5", features="grid")

@@ -45,3 +45,22 @@ def test_images_are_normalised_inside_exactly_once(encoder, images):
     for other in (twice, never):  # measured: they differ by ~3.5x and ~0.7x the features' scale
         with pytest.raises(AssertionError):
             assert_features_close(features, other)
+
+
+def test_grid_cells_average_to_pooled_and_tell_a_film_from_its_mirror_image():
+    """The reason for grid features: the 2 x 2 cells swap sides when a film is mirrored, so they
+    move more than the global average (random resnet34s, 4 seeds: 1.3-1.6 times as much)."""
+    from ptxssl.encoders import grid
+
+    torch.manual_seed(0)
+    encoder = build_encoder(1).eval()
+    x = torch.rand(1, 1, 64, 64, generator=torch.Generator().manual_seed(3)) * 0.3
+    x[..., :20] += 0.6  # a bright left edge: an asymmetric film
+    with torch.no_grad():
+        cells = grid(encoder, x)  # (1, 4 x 512)
+        mirrored = grid(encoder, x.flip(-1))
+        g, p = cells.view(1, 512, 4), pooled(encoder, x)
+        torch.testing.assert_close(g.mean(-1), p)  # a 2 x 2 deepest map: the cells are the map
+        pooled_change = (pooled(encoder, x.flip(-1)) - p).norm() / p.norm()
+        grid_change = (mirrored - cells).norm() / cells.norm()
+    assert grid_change > 1.1 * pooled_change
