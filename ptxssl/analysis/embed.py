@@ -20,6 +20,7 @@ from ptxssl.analysis.store import Embeddings, write_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders import fit_images, grid, init_encoder
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn, precise_bn
+from ptxssl.engine.device import resolve_device
 from ptxssl.errors import UserError
 from ptxssl.pretrain.methods import Method, MethodConfig
 from ptxssl.pretrain.run import METHOD_FILE, load_method
@@ -48,7 +49,7 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
 
 @torch.no_grad()
 def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
-                device: str = "cpu", in_channels: int = 1, progress: bool = True,
+                device: str = "auto", in_channels: int = 1, progress: bool = True,
                 arch: str | None = None, bn: str = DEFAULT_BN, bn_reference: str = "train",
                 with_grid: bool = False) -> Embeddings:
     """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
@@ -60,6 +61,7 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
     `with_grid` adds the 2 x 2 grid features (4 x the pooled size: opt-in at 100k images).
     """
     check_bn(bn)
+    device = resolve_device(device)
     model, meta = load_embedder(encoder, in_channels, arch)
     model.to(device)
     data = CacheDataset(cache)

@@ -30,6 +30,7 @@ from ptxssl.bootstrap import auroc_difference, auroc_rows
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders import fit_images, grid
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn
+from ptxssl.engine.device import resolve_device
 from ptxssl.errors import UserError
 from ptxssl.files import write_csv, write_text
 from ptxssl.pretrain.methods import Method
@@ -85,7 +86,7 @@ def parse_encoders(specs: list[str]) -> dict[str, str]:
 
 @torch.no_grad()
 def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = "pooled", bn: str = DEFAULT_BN,
-                   max_images: int = 1024, batch_size: int = 64, device: str = "cpu", seed: int = 0,
+                   max_images: int = 1024, batch_size: int = 64, device: str = "auto", seed: int = 0,
                    progress: Callable[[str], None] | None = None) -> tuple[list[Row], np.ndarray, list[str]]:
     """Probe every encoder on the same train / held-out images.
 
@@ -94,6 +95,7 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
         labels (labels, images) bool, and the label names, for the columns every encoder could score.
     """
     check_bn(bn)
+    device = resolve_device(device)
     if not Path(cache).is_file():
         raise UserError(f"--data {cache}: cache file not found (make one with `ptxssl prepare`)")
     size = CacheDataset(cache).size

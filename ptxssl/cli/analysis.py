@@ -11,6 +11,7 @@ from ptxssl.analysis.probe import PROBE_FEATURES
 from ptxssl.analysis.store import FEATURES
 from ptxssl.cli.common import cli, echo_config
 from ptxssl.encoders.protocol import BN_PROTOCOLS, DEFAULT_BN
+from ptxssl.engine.device import DEVICE_HELP
 
 _EMB = click.Path(dir_okay=False, path_type=Path)
 _PCA_HELP = "PCA after standardising: components (50), explained-variance fraction (0.95), or 0 for none."
@@ -34,7 +35,7 @@ def _features_option(fn):
 @click.option("--out", required=True, type=_EMB, help="Embeddings file to write (.h5).")
 @click.option("--batch-size", default=64, help="Images per forward pass.")
 @click.option("--workers", default=0, help="DataLoader worker processes.")
-@click.option("--device", default="cpu", help="Torch device for inference: cpu, cuda, cuda:1, mps.")
+@click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--bn", default=DEFAULT_BN, type=click.Choice(BN_PROTOCOLS),
               help="BatchNorm statistics: precise re-estimates them on the --bn-reference images (the same "
                    "protocol for every encoder, random init included), as-is keeps the encoder's own.")
@@ -213,7 +214,7 @@ def umap(embeddings: Path, out: Path, color_by: str | None, sample: int | None, 
                                                                       "first --encoder].")
 @click.option("--max-images", default=1024, type=click.IntRange(min=8), help="Train and held-out images, each at most.")
 @click.option("--batch-size", default=64, type=click.IntRange(min=2), help="Images per forward pass.")
-@click.option("--device", default="cpu", help="Torch device: cpu, cuda, cuda:1, mps.")
+@click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--seed", default=0, help="Seed of random-init weights.")
 @click.option("--overwrite", is_flag=True, help="Replace the files in --out.")
 def probe(encoders: tuple[str, ...], data: Path, out: Path, features: str, bn: str, reference: str | None,

@@ -23,7 +23,9 @@ from ptxssl.pretrain.module import MethodModule
 from ptxssl.pretrain.methods import Method, MethodConfig, get_method
 from ptxssl.pretrain.probe import ProbeCallback
 
-METHOD_FILE = "method.safetensors"  # the whole pretraining model: encoder + heads / decoder
+# the rest of the pretraining model (heads / decoder / momentum copies); its encoder is
+# encoder.safetensors, stored once (files from before 0.1.1 hold it here too, and still load)
+METHOD_FILE = "method.safetensors"
 
 
 @dataclass
@@ -55,7 +57,7 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
              progress: bool = True, callbacks: list[pl.Callback] | None = None) -> Path:
     """Train `cfg.method` on the train split of `cfg.data`; return the run folder.
 
-    The run folder gets config.yaml, metrics.csv, figures/, method.safetensors (the whole model)
+    The run folder gets config.yaml, metrics.csv, figures/, method.safetensors (heads / decoder)
     and the exported encoder.safetensors + encoder.json; checkpoints/ (weights with optimizer
     state, for --resume) only while it trains, or with --keep-checkpoints.
     """
@@ -99,7 +101,8 @@ def _export(module: MethodModule, cfg: PretrainConfig, out: Path, trainer: pl.Tr
         batch = torch.utils.data.default_collate([val[i] for i in range(min(8, len(val)))])
         module.eval()
         module.method.write_figures({"image": module.adapt(batch["image"].to(module.device))}, out / "figures")
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in module.method.state_dict().items()}
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in module.method.state_dict().items()
+             if not k.startswith("encoder.")}  # the encoder goes to encoder.safetensors, below
     with atomic_path(out / METHOD_FILE) as tmp:
         save_file(state, str(tmp))
     save_encoder(module.method.encoder, out, {
@@ -126,7 +129,9 @@ def load_method(run_dir: str | Path) -> Method:
         raise UserError(f"{weights}: not a readable safetensors file ({e}); rerun `ptxssl pretrain`") from None
     cls = get_method(cfg.method)
     num_classes = int(state["head.weight"].shape[0]) if "head.weight" in state else 0
-    _, meta = load_encoder(run_dir, cfg.arch)  # also checks the encoder file and its arch
+    encoder, meta = load_encoder(run_dir, cfg.arch)  # also checks the encoder file and its arch
+    if not any(k.startswith("encoder.") for k in state):
+        state.update({f"encoder.{k}": v for k, v in encoder.state_dict().items()})
     method = cls(method_cfg, in_channels=cfg.in_channels, image_size=int(meta["image_size"]),
                  num_classes=num_classes, arch=cfg.arch)
     method.load_state_dict(state, strict=True)

@@ -46,6 +46,7 @@ from ptxssl.datasets.images import letterbox_shape, to_uint8
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.encoders import encoder_input, resize
+from ptxssl.engine.device import resolve_device
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, gate
@@ -153,7 +154,8 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 
 def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Path,
                    overlays_dir: str | Path | None = None, batch_size: int = 8,
-                   progress: bool = True, on_error: str = "stop", classifier: str | Path | None = None) -> dict:
+                   progress: bool = True, on_error: str = "stop", classifier: str | Path | None = None,
+                   device: str = "auto") -> dict:
     """Segment every DICOM under `dicom_dir` with the transfer run `run_dir`; with `classifier`
     (a `--task classify` run) as a cascade: images it calls negative get an empty mask.
 
@@ -169,12 +171,15 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         raise UserError(f"--on-error must be stop or skip (got {on_error!r})")
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1 (got {batch_size})")
+    device = resolve_device(device)
     model, meta = load_model(run_dir)
+    model.to(device)
     gated, cls = 0, None
     if classifier is not None:  # imported here: Lightning comes with classify, and most predictions need no classifier
         from ptxssl.transfer.classify import load_classifier
 
         cls, cls_meta = load_classifier(classifier)
+        cls.to(device)
     dicom_dir = Path(dicom_dir)
     files = find_dicoms(dicom_dir)
     threshold, area, bottom = postprocess_params(meta, run_dir)

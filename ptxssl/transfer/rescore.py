@@ -18,6 +18,7 @@ import pandas as pd
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.engine.config import load_yaml
+from ptxssl.engine.device import resolve_device
 from ptxssl.bootstrap import paired_bootstrap
 from ptxssl.transfer.metrics import (POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val,
                                      tuned_rule)
@@ -27,7 +28,7 @@ from ptxssl.transfer.protocol import run_batch_size, run_rows
 
 
 def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", tta: str = "none",
-            threshold: float = 0.5, batch_size: int | None = None) -> dict:
+            threshold: float = 0.5, batch_size: int | None = None, device: str = "auto") -> dict:
     """Tune `postprocess` on the run's val images with `tta`, then score its test images
     (`threshold`: the fixed rule's, as `transfer --threshold`; `batch_size`: default the run's
     own, so its images go through the network in the same batches as when it was scored, and
@@ -41,7 +42,9 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
         raise UserError(f"postprocess must be one of {', '.join(POSTPROCESS_MODES)} (got {postprocess!r})")
     if tta not in TTA_MODES:
         raise UserError(f"tta must be one of {', '.join(TTA_MODES)} (got {tta!r})")
+    device = resolve_device(device)
     unet, meta = load_model(run_dir)
+    unet.to(device)
     batch_size = batch_size or run_batch_size(run_dir)
     meta, size = {**meta, "tta": tta}, int(meta["image_size"])
     scored = {}

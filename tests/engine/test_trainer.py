@@ -40,7 +40,9 @@ def test_run_folder_has_config_metrics_checkpoint_figures_and_a_trained_encoder(
     # the checkpoint holds only plain data: it loads without unpickling arbitrary objects
     ckpt = torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)
     assert ckpt["global_step"] == 3 and ckpt["hyper_parameters"]["method"] == "ae"
-    # the whole model (encoder + latent + decoder) comes back for the analysis stage
+    # the whole model (encoder + latent + decoder) comes back for the analysis stage; the encoder
+    # is stored once, in encoder.safetensors (method.safetensors holds the rest)
+    assert not any(k.startswith("encoder.") for k in load_file(str(out / "method.safetensors")))
     method = load_method(out)
     assert all(torch.equal(method.encoder.state_dict()[k], v) for k, v in trained.items())
     x = torch.rand(2, 1, 32, 32)
@@ -198,3 +200,16 @@ def test_the_schedule_shape_and_a_schedule_the_method_does_not_take(nih_cache, t
     with pytest.raises(UserError, match="--method ae takes --schedule cosine or constant"):
         _run(nih_cache, tmp_path / "ae", schedule="plateau")  # supervised's own schedule only
     assert not (tmp_path / "ae").exists()
+
+
+def test_a_method_file_that_still_holds_the_encoder_loads(nih_cache, tmp_path):
+    """method.safetensors from before the encoder was stored once (the whole state dict) still loads."""
+    from safetensors.torch import save_file
+
+    out = _run(nih_cache, tmp_path / "run", max_steps=1, epochs=1)
+    method = load_method(out)
+    old_style = {k: v.contiguous() for k, v in method.state_dict().items()}
+    old_style["encoder.conv1.weight"] = old_style["encoder.conv1.weight"] + 1  # tell its encoder apart
+    save_file(old_style, str(out / "method.safetensors"))
+    again = load_method(out)
+    assert torch.equal(again.encoder.conv1.weight, method.encoder.conv1.weight + 1)
