@@ -60,7 +60,8 @@ def feature_fn(model: Method, features: str, size: int) -> Callable[[torch.Tenso
     if features == "grid":
         return lambda x: grid(model.encoder, prepared(x))  # (N, 4D)
     if features == "latent":
-        if model.latent(torch.zeros(1, model.in_channels, size, size)) is None:
+        probe_input = torch.zeros(1, model.in_channels, size, size, device=next(model.parameters()).device)
+        if model.latent(probe_input) is None:
             what = getattr(model, "name", "this encoder")  # a bare encoder's Method has no registry name
             raise UserError(f"--features latent needs an AE or VAE pretrain run folder; {what} has no latent code "
                             "(use --features pooled or grid)")
@@ -111,7 +112,7 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
                                  batch_size, device, HELD_OUT, bn=protocol, model=model)
             if got is None:
                 raise UserError(f"{cache}: the probe needs image labels and val / test images; prepare a "
-                                "labelled cache (chestxray14, chexpert, siim, or folder with --labels)")
+                                "labelled cache (chestxray14, chexpert, siim, or folder with --labels-csv)")
             tx, ty, vx, vy, names = got
             scores = {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}
             shared = shared or (vy, names)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ptxssl.report.names import demo_arch, embeddings_arch, random_note, shared_arch
+from ptxssl.report.names import demo_arch, embeddings_attr, random_note, shared_arch
 from ptxssl.report.read import fmt, missing, read_json
 from ptxssl.report.render import Figure, Heading, Note, Table, Text
 
@@ -56,24 +56,25 @@ def cluster_section(d: Path) -> list:
     return out
 
 
-def _scored_arch(d: Path, name: str, m: dict | None) -> str | None:
-    """The arch of the embeddings anomaly run `name` scored: the file its metrics.json names,
-    else the demo's `embed/<name>.h5` (the path recorded may be relative to another folder)."""
+def _scored_attr(d: Path, name: str, m: dict | None, key: str = "arch") -> str | None:
+    """An attribute ("arch", "bn") of the embeddings anomaly run `name` scored: the file its
+    metrics.json names, else the demo's `embed/<name>.h5` (the path recorded may be relative to
+    another folder)."""
     recorded = (m or {}).get("config", {}).get("embeddings")
     for path in ([Path(recorded)] if recorded else []) + [d / "embed" / f"{name}.h5"]:
         if path.is_file():
-            return embeddings_arch(path)
+            return embeddings_attr(path, key)
     return None
 
 
 def _random_note(d: Path, names: list[str], metrics: dict[str, dict]) -> str:
     """What `random` is here: its own embeddings' arch, else the arch of the others or the demo's
     ("the same" only while no other scored embedding recorded another arch)."""
-    archs = {name: _scored_arch(d, name, metrics.get(name)) for name in names}
+    archs = {name: _scored_attr(d, name, metrics.get(name)) for name in names}
     others = shared_arch(a for n, a in archs.items() if n != "random")
     arch = archs.get("random") or others or demo_arch(d)
     mixed = {a for n, a in archs.items() if n != "random" and a} - {arch}
-    return random_note(arch, same=not mixed)
+    return random_note(arch, same=not mixed, bn=_scored_attr(d, "random", metrics.get("random"), "bn"))
 
 
 def anomaly_section(d: Path) -> list:

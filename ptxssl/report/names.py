@@ -21,7 +21,7 @@ from ptxssl.report.read import read_csv, read_json, read_yaml
 # Page order of the pretraining runs: the registry's, which is also the order the demo runs them in.
 METHOD_ORDER: tuple[str, ...] = tuple(METHODS)
 DISPLAY_NAMES: dict[str, str] = {name: getattr(cls, "title", "") or name for name, cls in METHODS.items()}
-RANDOM_NOTE = "{the} {encoder} with untrained random weights, the floor a learned encoder must beat"
+RANDOM_NOTE = "{the} {encoder} with untrained random weights{bn}, the floor a learned encoder must beat"
 ARCH_FAMILIES = {"resnet": "ResNet", "resnext": "ResNeXt", "densenet": "DenseNet", "vgg": "VGG",
                  "efficientnet": "EfficientNet", "mobilenet": "MobileNet", "regnet": "RegNet"}
 
@@ -64,17 +64,22 @@ def run_arch(run: Path) -> str | None:
     return None
 
 
-def embeddings_arch(path: Path) -> str | None:
-    """The arch an embeddings file (`ptxssl embed`) records in its attributes; None if unreadable."""
+def embeddings_attr(path: Path, key: str) -> str | None:
+    """An attribute an embeddings file (`ptxssl embed`) records ("arch", "bn"); None if absent or unreadable."""
     import h5py
 
     try:
         with h5py.File(path, "r") as h5:
-            arch = h5.attrs.get("arch")
+            value = h5.attrs.get(key)
     except (OSError, ValueError):
         return None
-    arch = arch.decode() if isinstance(arch, bytes) else arch
-    return str(arch) if arch else None
+    value = value.decode() if isinstance(value, bytes) else value
+    return str(value) if value else None
+
+
+# what the report says of the BatchNorm protocol an embeddings file records (`embed --bn`)
+BN_NOTES = {"precise": " (its BatchNorm statistics re-estimated on the train images, as for every embedding here)",
+            "as-is": " (read with its BatchNorm at init, the identity: `embed --bn as-is`)"}
 
 
 def shared_arch(archs: Iterable[str | None]) -> str | None:
@@ -90,10 +95,10 @@ def demo_arch(d: Path) -> str | None:
     return shared_arch(runs + grid)
 
 
-def random_note(arch: str | None, same: bool = True) -> str:
+def random_note(arch: str | None, same: bool = True, bn: str | None = None) -> str:
     """What the `random` baseline is: the same encoder as the runs it is compared with (its arch
-    printed when a file recorded it), with untrained weights."""
-    if not arch:
-        return RANDOM_NOTE.format(the="the same" if same else "an", encoder="encoder")
-    name = arch_title(arch)
-    return RANDOM_NOTE.format(the="the same" if same else article(name), encoder=name)
+    printed when a file recorded it), with untrained weights, and the BatchNorm protocol its
+    embeddings were read with when they record one."""
+    name = arch_title(arch) if arch else "encoder"
+    the = "the same" if same else (article(name) if arch else "an")
+    return RANDOM_NOTE.format(the=the, encoder=name, bn=BN_NOTES.get(bn or "", ""))

@@ -9,10 +9,11 @@ from ptxssl.report import write_report
 from .fakes import write_json
 
 
-def _embeddings(path, arch: str) -> None:
+def _embeddings(path, arch: str, **attrs) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_embeddings(path, Embeddings(features=np.zeros((2, 4), np.float32), ids=np.array(["a", "b"]),
-                                      split=np.array(["train", "val"]), attrs={"arch": arch, "method": "random"}))
+                                      split=np.array(["train", "val"]),
+                                      attrs={"arch": arch, "method": "random", **attrs}))
 
 
 def test_random_is_the_arch_its_embeddings_recorded(demo):
@@ -38,3 +39,12 @@ def test_without_a_recorded_arch_random_is_the_same_encoder(demo):
     md = write_report(demo)[0].read_text()
     assert "(`random` = the same encoder with untrained random weights" in md
     assert "ResNet" not in md
+
+
+def test_the_random_note_says_which_batchnorm_protocol_its_embeddings_were_read_with(demo):
+    _embeddings(demo / "embed" / "random.h5", "resnet18", bn="precise")
+    md = write_report(demo)[0].read_text()
+    assert "untrained random weights (its BatchNorm statistics re-estimated on the train images" in md
+    _embeddings(demo / "embed" / "random.h5", "resnet18", bn="as-is")
+    md = write_report(demo)[0].read_text()
+    assert "untrained random weights (read with its BatchNorm at init, the identity" in md
