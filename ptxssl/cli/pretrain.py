@@ -42,6 +42,7 @@ def pretrain(method: str | None, config_file: Path | None, resume: bool, overwri
     import yaml
 
     from ptxssl.engine.config import flat
+    from ptxssl.pretrain.methods import get_method
     from ptxssl.pretrain.run import pretrain as run
     from ptxssl.pretrain.run import resolve_config
 
@@ -53,7 +54,11 @@ def pretrain(method: str | None, config_file: Path | None, resume: bool, overwri
     cfg, method_cfg = resolve_config(method or "ae", config_file, overrides)
     resolved = flat(cfg, method_cfg)
     if print_config:
-        click.echo(yaml.safe_dump(resolved, sort_keys=False).rstrip())
+        paper = get_method(cfg.method).paper
+        for line in yaml.safe_dump(resolved, sort_keys=False).rstrip().splitlines():
+            key = line.split(":", 1)[0]
+            note = paper.get(key) if key in resolved and resolved[key] != paper.get(key, (resolved[key],))[0] else None
+            click.echo(f"{line}  # the paper: {note[0]} ({note[1]})" if note else line)
         return
     echo_config("pretrain", resolved)
     out = run(cfg, method_cfg, resume=resume, overwrite=overwrite)

@@ -75,3 +75,16 @@ def test_every_method_trains_and_exports_from_the_cli(method, nih_cache, tmp_pat
     assert result.exit_code == 0, result.output
     meta = yaml.safe_load((tmp_path / method / "encoder.json").read_text())
     assert meta["method"] == method and meta["steps"] == 2
+
+
+def test_print_config_notes_where_a_default_departs_from_the_paper():
+    """MoCo's queue is 4096 here, 65536 in MoCo v2: --print-config says so on that line (a YAML
+    comment, so the output still reads back as the config), and not once the option matches."""
+    shown = CliRunner().invoke(cli, ["pretrain", "--method", "moco", "--print-config"])
+    assert shown.exit_code == 0, shown.output
+    lines = dict(line.split(":", 1) for line in shown.output.splitlines())
+    assert "# the paper: 65536 (MoCo v2" in lines["queue_size"] and "# the paper: 256" in lines["batch_size"]
+    assert "# the paper" not in lines["temperature"]  # 0.2, as in MoCo v2
+    assert yaml.safe_load(shown.output)["queue_size"] == 4096
+    matched = CliRunner().invoke(cli, ["pretrain", "--method", "moco", "--queue-size", "65536", "--print-config"])
+    assert "queue_size: 65536\n" in matched.output

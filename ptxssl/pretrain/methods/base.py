@@ -57,6 +57,9 @@ class Method(nn.Module):
     config_class: ClassVar[type[MethodConfig]] = MethodConfig
     inputs: ClassVar[str] = "image"
     schedules: ClassVar[tuple[str, ...]] = SCHEDULES  # the --schedule values it takes
+    # option -> (the paper's value, where it comes from): `--print-config` notes each departure,
+    # most of them forced by CPU-sized runs (small batches, few steps, no LARS)
+    paper: ClassVar[dict[str, tuple[object, str]]] = {}
 
     def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64,
                  num_classes: int = 0, arch: str = DEFAULT_ARCH) -> None:

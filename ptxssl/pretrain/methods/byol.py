@@ -45,6 +45,10 @@ class BYOL(MomentumMethod):
     name = "byol"
     config_class = BYOLConfig
     title = "BYOL"
+    paper = {"batch_size": (4096, "BYOL, Grill et al. 2020"),
+             "momentum": (0.996, "BYOL, Grill et al. 2020: 0.996 raised to 1 on a cosine"),
+             "hidden_dim": (4096, "BYOL projector and predictor"),
+             "lr": (4.8, "BYOL: LARS, 0.2 x batch / 256 at batch 4096; AdamW here")}
 
     def __init__(self, cfg: BYOLConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
                  arch: str = DEFAULT_ARCH) -> None:

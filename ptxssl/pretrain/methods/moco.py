@@ -54,6 +54,11 @@ class MoCo(MomentumMethod):
     name = "moco"
     config_class = MoCoConfig
     title = "MoCo v2"
+    paper = {"batch_size": (256, "MoCo v2, 8 GPUs"),
+             "queue_size": (65536, "MoCo v2, Chen et al. 2020, for ImageNet-sized data and batch 256"),
+             "momentum": (0.999, "MoCo v2, fixed; here raised to 1 on a cosine, for short runs"),
+             "hidden_dim": (2048, "MoCo v2 projection head"),
+             "lr": (0.03, "MoCo v2: SGD momentum 0.9 at batch 256; AdamW here")}
 
     def __init__(self, cfg: MoCoConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
                  arch: str = DEFAULT_ARCH) -> None:

@@ -41,6 +41,10 @@ class SimCLR(TwoViewMethod):
     name = "simclr"
     config_class = SimCLRConfig
     title = "SimCLR"
+    paper = {"batch_size": (4096, "SimCLR, Chen et al. 2020 (negatives come from the batch)"),
+             "temperature": (0.1, "SimCLR, Chen et al. 2020, batch 4096 (0.5 suits small batches)"),
+             "hidden_dim": (2048, "SimCLR projection head"),
+             "lr": (4.8, "SimCLR: LARS, 0.3 x batch / 256 at batch 4096; AdamW here")}
 
     def __init__(self, cfg: SimCLRConfig, in_channels: int = 1, image_size: int = 64, num_classes: int = 0,
                  arch: str = DEFAULT_ARCH) -> None:
