@@ -69,22 +69,6 @@ def feature_fn(model: Method, features: str, size: int) -> Callable[[torch.Tenso
     raise UserError(f"--features must be one of {', '.join(PROBE_FEATURES)} (got {features!r})")
 
 
-def parse_encoders(specs: list[str]) -> dict[str, str]:
-    """["random", "vae=runs/vae"] -> {"random": "random", "vae": "runs/vae"}; names must differ."""
-    named: dict[str, str] = {}
-    for spec in specs:
-        name, sep, value = spec.partition("=")
-        name, value = (name, value) if sep else (Path(spec).name or spec, spec)
-        if not name or not value:
-            raise UserError(f"--encoder {spec!r}: give NAME=ENCODER or ENCODER")
-        if name in named:
-            raise UserError(f"--encoder {spec!r}: the name {name!r} is used twice; name them NAME=ENCODER")
-        named[name] = value
-    if not named:
-        raise UserError("give at least one --encoder (random, imagenet, imagenet:FILE, a file or a run folder)")
-    return named
-
-
 @torch.no_grad()
 def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = "pooled", bn: str = DEFAULT_BN,
                    max_images: int = 1024, batch_size: int = 64, device: str = "auto", seed: int = 0,
@@ -97,6 +81,8 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
     """
     check_bn(bn)
     device = resolve_device(device)
+    if not encoders:
+        raise UserError("give at least one --encoder (random, imagenet, imagenet:FILE, a file or a run folder)")
     if not Path(cache).is_file():
         raise UserError(f"--data {cache}: cache file not found (make one with `ptxssl prepare`)")
     size = CacheDataset(cache).size

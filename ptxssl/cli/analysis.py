@@ -221,7 +221,8 @@ def probe(encoders: tuple[str, ...], data: Path, out: Path, features: str, bn: s
           max_images: int, batch_size: int, device: str, seed: int, overwrite: bool) -> None:
     """Linear and kNN probes of several encoders on a cache's labels, side by side, each under the
     same input path and BatchNorm protocol; Δ vs a reference with paired bootstrap intervals."""
-    from ptxssl.analysis.probe import parse_encoders, run_probe
+    from ptxssl.analysis.probe import run_probe
+    from ptxssl.encoders import parse_encoders
     from ptxssl.errors import UserError
 
     if (out / "table.md").exists() and not overwrite:

@@ -57,8 +57,9 @@ def pretrain(method: str | None, config_file: Path | None, resume: bool, overwri
         paper = get_method(cfg.method).paper
         for line in yaml.safe_dump(resolved, sort_keys=False).rstrip().splitlines():
             key = line.split(":", 1)[0]
-            note = paper.get(key) if key in resolved and resolved[key] != paper.get(key, (resolved[key],))[0] else None
-            click.echo(f"{line}  # the paper: {note[0]} ({note[1]})" if note else line)
+            note = paper.get(key)  # (the paper's value, its source), when the method records one
+            departs = note is not None and resolved.get(key) != note[0]
+            click.echo(f"{line}  # the paper: {note[0]} ({note[1]})" if departs else line)
         return
     echo_config("pretrain", resolved)
     out = run(cfg, method_cfg, resume=resume, overwrite=overwrite)

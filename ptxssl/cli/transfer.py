@@ -127,7 +127,8 @@ def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | No
     encoder arch: --arch, or the one the encoder files share (random / imagenet rows use it too).
     """
     from ptxssl.engine.config import flat
-    from ptxssl.transfer.compare import compare as run, parse_encoders
+    from ptxssl.encoders import parse_encoders
+    from ptxssl.transfer.compare import compare as run
     from ptxssl.transfer.protocol import check_protocol_keys, departures, load_protocol
     from ptxssl.transfer.run import TransferConfig, resolve_config
 

@@ -41,8 +41,8 @@ def binary_labels(frame: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, 
     arrays, names = [], []
     for col in columns:
         values = sorted(v for v in frame[col].unique() if v != "")
+        known = (frame[col] != "").to_numpy()
         for value in values[:1] if len(values) == 2 else values:
-            known = (frame[col] != "").to_numpy()
             arrays.append(np.where(known, (frame[col] == value).to_numpy(np.float32), np.nan))
             names.append(f"{col}={value}")
     return np.stack(arrays, axis=1).astype(np.float32), names
@@ -53,9 +53,9 @@ def attach_labels(index: Index, csv: Path, id_column: str = "image_id", columns:
     frame = read_label_csv(csv, dtype=str, keep_default_na=False)
     require_columns(frame, csv, [id_column])
     frame[id_column] = frame[id_column].str.strip()
-    if frame[id_column].duplicated().any():
-        raise UserError(f"{csv}: {id_column} repeats ({preview(frame[id_column][frame[id_column].duplicated()].tolist())})"
-                        "; give one row per image")
+    repeated = frame[id_column][frame[id_column].duplicated()].tolist()
+    if repeated:
+        raise UserError(f"{csv}: {id_column} repeats ({preview(repeated)}); give one row per image")
     named = [c.strip() for c in columns.split(",") if c.strip()]
     require_columns(frame, csv, named)
     chosen = named or label_columns(frame, {id_column, "patient_id"})

@@ -56,7 +56,8 @@ def plant_anomalies(src: str | Path, out: str | Path, fraction: float = 0.15, ki
     rng = np.random.default_rng(seed)
     anomaly = {int(i): kinds[j % len(kinds)] for j, i in enumerate(rng.permutation(len(records))[
         : max(1, round(len(records) * fraction))])}
-    jobs = [(r.path, out / f"{r.image_id}.png", anomaly.get(i, ""), seed * 1_000_003 + i) for i, r in enumerate(records)]
+    jobs = [(r.path, out / f"{r.image_id}.png", anomaly.get(i, ""), seed * 1_000_003 + i)
+            for i, r in enumerate(records)]
     for _ in parallel_map(_write, jobs, workers):
         pass
     write_csv(out / QC_FILE, ["image_id", "anomaly"], [(r.image_id, anomaly.get(i, "")) for i, r in enumerate(records)])

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ptxssl import __version__
-from ptxssl.encoders.build import DEFAULT_ARCH, STUDY_ARCHS, build_encoder, check_arch, first_conv, layout
+from ptxssl.encoders.build import DEFAULT_ARCH, STUDY_ARCHS, build_encoder, check_arch, input_channels, layout
 from ptxssl.encoders.input import NORMALIZATION
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_json
@@ -68,7 +68,7 @@ def save_encoder(encoder: nn.Module, out_dir: str | Path, meta: dict) -> Path:
     out_dir = Path(out_dir)
     arch = meta.get("arch", DEFAULT_ARCH)
     state = {k: v.detach().cpu().contiguous() for k, v in encoder.state_dict().items()}
-    in_channels = int(first_conv(encoder)[1].weight.shape[1])
+    in_channels = input_channels(encoder)
     problem = mismatch(layout(arch, in_channels)[1], state)
     if problem:
         raise ValueError(f"save_encoder: the encoder is not a {arch} ({problem}); pass its arch in meta")

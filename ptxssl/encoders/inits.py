@@ -21,6 +21,7 @@ the UNet (transfer) builds its own encoder + decoder from the caller's seed for 
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -87,14 +88,38 @@ def is_encoder_file(init: str) -> bool:
     return parse_init(init)[0] == "path"
 
 
+def parse_encoders(specs: list[str]) -> dict[str, str]:
+    """["random", "vae=runs/vae", "imagenet:w.pth"] -> {name: init}, the --encoder values of
+    `compare` and `probe`: a name is given (NAME=INIT) or taken from the init (a file's run folder);
+    names become folder names and table rows, so they are unique and path-safe."""
+    encoders: dict[str, str] = {}
+    for spec in specs:
+        name, init = spec.split("=", 1) if "=" in spec and not spec.startswith("imagenet:") else ("", spec)
+        name = name or _default_name(init)
+        if not re.fullmatch(r"[\w.-]+", name):
+            raise UserError(f"--encoder {spec!r}: name {name!r} may hold letters, digits, '.', '_', '-' only; "
+                            "write NAME=INIT")
+        if name in encoders:
+            raise UserError(f"--encoder {spec!r}: the name {name!r} is used twice; write NAME=INIT")
+        encoders[name] = init
+    return encoders
+
+
+def _default_name(init: str) -> str:
+    if not is_encoder_file(init):
+        return init.split(":")[0]
+    path = Path(init)
+    return (path.parent.name if path.suffix == ".safetensors" else path.name) or "encoder"
+
+
 def init_arch(init: str, arch: str | None = None) -> str:
     """The encoder arch `init` gives: an encoder file's own arch (an explicit other `arch` is a
     UserError naming both), else `arch`, else resnet34."""
     if not is_encoder_file(init):
         return check_arch(arch or DEFAULT_ARCH)
     if not Path(init).exists():
-        raise UserError(f"--encoder {init}: not {', '.join(repr(k) for k in ('random', 'imagenet'))} or "
-                        "'imagenet:FILE', and no such encoder file or pretrain run folder")
+        raise UserError(f"--encoder {init}: not 'random', 'imagenet' or 'imagenet:FILE', and no such encoder "
+                        "file or pretrain run folder")
     return file_arch(init, arch)
 
 

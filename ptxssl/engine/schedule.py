@@ -16,7 +16,8 @@ import torch
 SCHEDULES = ("cosine", "constant")
 
 
-def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int, warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
+def warmup_cosine(optimizer: torch.optim.Optimizer, total_steps: int,
+                  warmup: float) -> torch.optim.lr_scheduler.LambdaLR:
     """Multiply each base rate by (step + 1) / (W + 1) for the first W = round(warmup * total)
     steps, then by a cosine from 1 (the peak, at step W) down to 0 at `total_steps`."""
     total = max(int(total_steps), 1)

@@ -9,7 +9,6 @@ per-image differences carry the comparison, not the spread between images.
 from __future__ import annotations
 
 import json
-import re
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -31,28 +30,6 @@ RESULT_COLUMNS = ["encoder", "init", "arch", "fraction", "seed", "fold", "labell
                   "perfect_detector", "positive_dice", "image_auroc", "recall", "f1", "threshold",
                   "min_area_fraction", "best_epoch", "seconds"]
 ALL_EMPTY = "all-empty (no training)"
-
-
-def parse_encoders(specs: list[str]) -> dict[str, str]:
-    """["random", "vae=runs/vae", "imagenet:w.pth"] -> {name: init}; names become folder names."""
-    encoders: dict[str, str] = {}
-    for spec in specs:
-        name, init = spec.split("=", 1) if "=" in spec and not spec.startswith("imagenet:") else ("", spec)
-        name = name or _default_name(init)
-        if not re.fullmatch(r"[\w.-]+", name):
-            raise UserError(f"--encoder {spec!r}: name {name!r} may hold letters, digits, '.', '_', '-' only; "
-                            "write NAME=INIT")
-        if name in encoders:
-            raise UserError(f"--encoder {spec!r}: the name {name!r} is used twice; write NAME=INIT")
-        encoders[name] = init
-    return encoders
-
-
-def _default_name(init: str) -> str:
-    if not is_encoder_file(init):
-        return init.split(":")[0]
-    path = Path(init)
-    return (path.parent.name if path.suffix == ".safetensors" else path.name) or "encoder"
 
 
 def grid_arch(arch: str, encoders: dict[str, str]) -> str:

@@ -39,8 +39,8 @@ class TransferConfig(TrainConfig):
                                     "them on the labelled training images before training (every init alike: a "
                                     "random encoder's BatchNorm is the identity until then), as-is keeps the "
                                     "encoder's own.")
-    loss: str = opt(DEFAULT_LOSS, task="segment", help="Loss terms NAME:WEIGHT, comma-separated, from bce, dice, focal, lovasz "
-                                  "(e.g. bce:3,dice:1,focal:4).")
+    loss: str = opt(DEFAULT_LOSS, task="segment", help="Loss terms NAME:WEIGHT, comma-separated, from bce, dice, "
+                                                       "focal, lovasz (e.g. bce:3,dice:1,focal:4).")
     hflip: float = opt(0.5, "Horizontal flip probability of the training augmentation.")
     augment: bool = opt(True, "Flips and small affine / intensity changes on training images.")
     label_fraction: float = opt(1.0, "Train on this stratified fraction of the training labels.")
@@ -60,18 +60,19 @@ class TransferConfig(TrainConfig):
     resample_every: int = opt(1, "--sampler balanced: draw new negatives every N epochs.")
     pos_rate_start: float = opt(0.8, "--sampler sliding: positive share of the first epoch.")
     pos_rate_end: float = opt(0.4, "--sampler sliding: positive share of the last epoch.")
-    postprocess: str = opt("tuned", task="segment", help="tuned: threshold and minimum area searched on val; fixed: --threshold, "
-                                    "no minimum area; triplet: an image is positive if a minimum area exceeds "
-                                    "a top threshold, its mask is then drawn at a bottom threshold (all three "
-                                    "searched on val).")
+    postprocess: str = opt("tuned", task="segment", help="tuned: threshold and minimum area searched on val; "
+                                                         "fixed: --threshold, no minimum area; triplet: an image is "
+                                                         "positive if a minimum area exceeds a top threshold, its mask "
+                                                         "is then drawn at a bottom threshold (all three searched on "
+                                                         "val).")
     threshold: float = opt(0.5, task="segment", help="Probability threshold when --postprocess fixed.")
     tta: str = opt("none", "Test-time augmentation for val tuning, test and predict: none, or hflip (mean with "
                            "the flipped-back prediction of the mirrored image).")
-    mask_input: str = opt("", task="classify", help="--task classify: a transfer run whose UNet, frozen, feeds its probability map "
-                              "as a channel beside the image ([map, image, image]: the published cascade).")
+    mask_input: str = opt("", task="classify", help="--task classify: a transfer run whose UNet, frozen, feeds its "
+                                                    "probability map as a channel beside the image ([map, image, "
+                                                    "image]: the published cascade).")
     average_top_k: int = opt(0, "Test (and save) the mean weights of the K best epochs by val score; 0 or 1: "
                                 "the best epoch.")
-
 
 
 def resolve_config(config_file: str | Path | None = None, overrides: dict | None = None,
@@ -85,7 +86,8 @@ def check_task(cfg: TransferConfig) -> None:
     `task=` in its metadata) is at its default; otherwise a one-line UserError naming them."""
     if cfg.task not in TASKS:
         raise UserError(f"--task must be {' or '.join(TASKS)} (got {cfg.task!r})")
-    foreign = [f for f in fields(cfg) if f.metadata.get("task", cfg.task) != cfg.task and getattr(cfg, f.name) != f.default]
+    foreign = [f for f in fields(cfg)
+               if f.metadata.get("task", cfg.task) != cfg.task and getattr(cfg, f.name) != f.default]
     if foreign:
         names = " and ".join("--" + f.name.replace("_", "-") for f in foreign)
         verb = "is" if len(foreign) == 1 else "are"

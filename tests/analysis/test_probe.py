@@ -10,9 +10,9 @@ from click.testing import CliRunner
 
 import ptxssl.pretrain.probe as probe_module
 from ptxssl.analysis.embed import load_embedder
-from ptxssl.analysis.probe import feature_fn, parse_encoders, probe_encoders, table
+from ptxssl.analysis.probe import feature_fn, probe_encoders, table
 from ptxssl.cli import cli
-from ptxssl.encoders import build_encoder, pooled, save_encoder
+from ptxssl.encoders import build_encoder, parse_encoders, pooled, save_encoder
 from ptxssl.errors import UserError
 
 

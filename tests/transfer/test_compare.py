@@ -7,9 +7,9 @@ from click.testing import CliRunner
 
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
-from ptxssl.encoders import build_encoder, save_encoder
+from ptxssl.encoders import build_encoder, parse_encoders, save_encoder
 from ptxssl.transfer.run import resolve_config
-from ptxssl.transfer.compare import ALL_EMPTY, parse_encoders, perfect_detector, positives_in_test
+from ptxssl.transfer.compare import ALL_EMPTY, perfect_detector, positives_in_test
 
 from .test_run import siim_cache  # noqa: F401  (the module-scoped tiny SIIM cache)
 
