@@ -36,10 +36,11 @@ class DemoSize:
     fractions: tuple[float, ...]
     seeds: tuple[int, ...]
     probe: bool = True  # the per-epoch linear probe (its cost dominates very short epochs)
+    save_models: bool = True  # each compare cell's UNet (~100 MB): the quick demo keeps scores only
 
 
 SIZES = {"quick": DemoSize(count=64, size=64, pretrain_steps=20, pretrain_batch=16, clusters=4, transfer_epochs=2,
-                           fractions=(0.25, 1.0), seeds=(0,), probe=False),
+                           fractions=(0.25, 1.0), seeds=(0,), probe=False, save_models=False),
          "full": DemoSize(count=400, size=64, pretrain_steps=150, pretrain_batch=32, clusters=8, transfer_epochs=6,
                           fractions=(0.1, 1.0), seeds=(0,))}
 SIIM_SPLIT = (0.6, 0.2, 0.2)  # enough val images to tune post-processing and test images to score
@@ -110,7 +111,7 @@ def run_demo(out: str | Path, quick: bool = False, echo: Callable[[str], None] =
     grid = out / "compare"
     stage(f"compare random, vae, simclr, pseudo at fractions {s.fractions}, seeds {s.seeds} -> {grid}")
     base = transfer_config(None, {"data": str(out / "siim.h5"), "epochs": s.transfer_epochs, "batch_size": 8,
-                                  "workers": 0, "patience": 0, "out": str(grid)})
+                                  "workers": 0, "patience": 0, "out": str(grid), "save_model": s.save_models})
     encoders = {"random": "random", **{m: str(r) for m, r in runs.items()}}
     compare(base, encoders, list(s.fractions), list(s.seeds), grid, progress=False,
             echo=lambda line: stage("  " + line))

@@ -10,7 +10,7 @@ output to the console and turns it into Markdown tables. Every figure is shown b
 baseline the benchmark measured in the same run, and as their ratio: a number from this
 machine means little on another, a ratio against a plain run on the same machine at the same
 moment travels. A GPU section runs bench_pretrain at 224 px with `--accelerator gpu
---precision 16-mixed` when `torch.cuda.is_available()`, and says plainly that no GPU was
+--precision auto` when `torch.cuda.is_available()`, and says plainly that no GPU was
 available otherwise.
 
 Options of a benchmark pass through: `--pretrain-args "--methods simclr --steps 50"` is
@@ -42,7 +42,7 @@ SCRIPTS = {"data": "bench_data.py", "pretrain": "bench_pretrain.py", "analysis":
            "gpu": "bench_pretrain.py"}
 TITLES = {"data": "Data path", "pretrain": "Pretraining loop (CPU)", "analysis": "Embedding analysis",
           "gpu": "Pretraining loop (GPU, mixed precision)"}
-GPU_ARGS = "--methods ae,vae,simclr --size 224 --accelerator gpu --precision 16-mixed"
+GPU_ARGS = "--methods ae,vae,simclr --size 224 --accelerator gpu --precision auto"
 PRESETS = {  # section -> arguments; `full` = the commands in each script's docstring
     "smoke": {"data": "--count 16 --size 64 --prepare-count 8",
               "pretrain": "--methods ae --size 32 --batch-size 8 --steps 4 --images 48",

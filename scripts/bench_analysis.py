@@ -7,23 +7,26 @@ size of `--sizes`. Every step runs in a fresh Python process, so its peak RSS
 libraries, input arrays), `+GB` what the step added on top of the loaded input. Each
 clustering step reports the adjusted Rand index against the planted clusters.
 
-Each ptxssl step is compared with the plain scikit-learn / umap-learn call a user would
-write on the same data (ratio = ptxssl time / baseline time):
+Each ptxssl step is compared with the bare scikit-learn / umap-learn calls doing the same
+work on the same data, in the same process, right after it: the same standardisation,
+solver, inits, seeds and parameters (ratio = ptxssl time / baseline time, so it measures
+ptxssl's overhead and nothing else):
 
-    PCA 512->50     ptxssl.reduce (standardise + randomized PCA)  vs  PCA(50) (default solver)
-    GMM             ptxssl gmm, k=14 (and the BIC search)         vs  GaussianMixture(14)
-    k-means         ptxssl kmeans, k=14 (best of 3 inits)         vs  KMeans(14) (1 init)
-    DBSCAN eps      ptxssl eps_search for 14 clusters on PCA-10   vs  DBSCAN rerun from scratch
-                    (one shared radius graph)                         at every eps tried (one
-                                                                      run timed, x eps tried)
-    DBSCAN knee     ptxssl dbscan, eps from the k-distance knee   vs  DBSCAN at that eps
-    HDBSCAN         ptxssl hdbscan (min_samples 2 x dim)          vs  HDBSCAN(same min_cluster_size)
-    UMAP            ptxssl umap_2d (seeded, low_memory)           vs  umap.UMAP() (unseeded:
-                    after a 5k-point warm-up fit that compiles        parallel)
-                    numba (~45 s here, timed apart)
+    PCA 512->50     ptxssl.reduce                      vs  StandardScaler + PCA(50, randomized)
+    GMM             ptxssl gmm, k=14                   vs  GaussianMixture(14, reg_covar, float64)
+    GMM BIC         ptxssl gmm, k by BIC               vs  the same diag sweep + full fit, by hand
+    k-means         ptxssl kmeans, k=14                vs  KMeans(14, n_init=3)
+    DBSCAN eps      ptxssl eps_search for 14 clusters  vs  DBSCAN rerun from scratch at every
+                    on PCA-10 (one shared radius           eps tried (one run timed, x eps tried):
+                    graph)                                 the work the search saves
+    DBSCAN knee     ptxssl dbscan, knee eps            vs  k-distances + DBSCAN at that eps
+    HDBSCAN         ptxssl hdbscan                     vs  HDBSCAN(same min_cluster_size, min_samples)
+    UMAP            ptxssl umap_2d (after a 5k-point   vs  umap.UMAP(random_state=0, low_memory=True)
+                    warm-up fit that compiles numba,
+                    timed apart)
 
 Targets at 112k on 2 cores, <= 4 GB: PCA+GMM and k-means <= 60 s, DBSCAN/HDBSCAN on
-PCA-reduced features <= 5 min, UMAP <= 5 min. The full run (about an hour on 2 shared cores):
+PCA-reduced features <= 5 min, UMAP <= 5 min; every ratio <= 1.3. The full run (about an hour on 2 shared cores):
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_analysis.py --sizes 10000,50000,112120
 
@@ -103,35 +106,52 @@ def _step(name: str, folder: Path, baseline: bool) -> dict:
 
 
 def _baseline(name: str, x: np.ndarray, out: dict) -> dict:
-    """The plain library call on the same data: (label, seconds)."""
+    """The bare library calls doing the same work on the same data (same standardisation, solver,
+    inits, seeds and parameters), written as a user would: (label, seconds)."""
     from sklearn.cluster import DBSCAN, HDBSCAN, KMeans
     from sklearn.decomposition import PCA
     from sklearn.mixture import GaussianMixture
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import StandardScaler
+
+    from ptxssl.analysis.cluster import REG_COVAR, SAMPLE
 
     t0 = time.perf_counter()
     if name == "pca":
-        label = "PCA(50)"
-        PCA(50, random_state=0).fit_transform(x)
-    elif name in ("gmm", "gmm_bic"):
-        label = "GaussianMixture(14)"
-        GaussianMixture(K, random_state=0).fit(x)
+        label = "StandardScaler + PCA(50, randomized)"
+        PCA(50, svd_solver="randomized", random_state=0).fit_transform(StandardScaler().fit_transform(x))
+    elif name == "gmm":
+        label = "GaussianMixture(14, full)"
+        GaussianMixture(K, reg_covar=REG_COVAR, random_state=0).fit_predict(x.astype(np.float64))
+    elif name == "gmm_bic":
+        label = "GaussianMixture diag BIC sweep + full fit"
+        sub = x[np.sort(np.random.default_rng(0).choice(len(x), size=min(4 * SAMPLE, len(x)), replace=False))]
+        bic = {}
+        for k in range(1, 21):  # ClusterConfig.max_clusters
+            bic[k] = GaussianMixture(k, covariance_type="diag", reg_covar=REG_COVAR, random_state=0).fit(sub).bic(sub)
+            if k - min(bic, key=bic.get) >= 3:
+                break
+        GaussianMixture(min(bic, key=bic.get), reg_covar=REG_COVAR, random_state=0).fit_predict(x.astype(np.float64))
     elif name == "kmeans":
-        label = "KMeans(14)"
-        KMeans(K, random_state=0).fit(x)
+        label = "KMeans(14, n_init=3)"
+        KMeans(K, n_init=3, random_state=0).fit_predict(x)
     elif name in ("dbscan_eps", "dbscan_knee"):
-        DBSCAN(eps=out["eps"], min_samples=2 * x.shape[1]).fit(x)
+        samples = 2 * x.shape[1]
+        if name == "dbscan_knee":
+            label = "k-distances + DBSCAN(knee eps)"
+            NearestNeighbors(n_neighbors=samples).fit(x).kneighbors(x)
+        DBSCAN(eps=out["eps"], min_samples=samples).fit(x)
         if name == "dbscan_eps":
             label = f"DBSCAN x {out['eps_tried']} eps"
             return {"baseline": label, "baseline_s": (time.perf_counter() - t0) * out["eps_tried"]}
-        label = "DBSCAN(knee eps)"
     elif name == "hdbscan":
-        label = f"HDBSCAN({out['min_cluster_size']})"
-        HDBSCAN(min_cluster_size=out["min_cluster_size"], copy=True).fit(x)
+        label = f"HDBSCAN({out['min_cluster_size']}, min_samples {out['min_samples']})"
+        HDBSCAN(min_cluster_size=out["min_cluster_size"], min_samples=out["min_samples"], copy=True).fit(x)
     elif name == "umap":
         import umap
 
-        label = "umap.UMAP()"
-        umap.UMAP().fit_transform(x)
+        label = "umap.UMAP(random_state=0, low_memory=True)"
+        umap.UMAP(n_components=2, n_neighbors=15, min_dist=0.1, random_state=0, low_memory=True).fit_transform(x)
     return {"baseline": label, "baseline_s": time.perf_counter() - t0}
 
 

@@ -11,7 +11,8 @@ that the timed steps fit in one epoch (the engine writes a checkpoint at each ep
 
     python scripts/bench_pretrain.py --methods ae,vae,simclr --size 64 --steps 30
 
-GPU: add `--accelerator gpu --precision 16-mixed` (the plain loop then uses torch.autocast).
+GPU: add `--accelerator gpu` (precision auto: bf16 or fp16 autocast, in the plain loop too);
+scripts/bench_device.py adds the UNet at 512 px and fp32 vs mixed precision side by side.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.engine.data import train_loader
+from ptxssl.engine.device import autocast, resolve_precision
 from ptxssl.pretrain.methods import get_method
 from ptxssl.pretrain.run import pretrain, resolve_config
 
@@ -38,9 +40,11 @@ class StepClock(pl.Callback):
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         if trainer.global_step == WARMUP and not hasattr(self, "t0"):
+            sync(module.device)
             self.t0 = time.perf_counter()
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        sync(module.device)
         self.t1 = time.perf_counter()
 
 
@@ -55,39 +59,54 @@ def peak_mb() -> float:
     return float("nan")
 
 
-def plain_loop(name: str, cache: Path, size: int, batch: int, steps: int, device: str, amp: bool) -> float:
-    """The baseline: what a researcher would write by hand around the same method."""
+def plain_loop(name: str, cache: Path, size: int, batch: int, steps: int, device: str, precision: str = "32-true",
+               channels_last: bool = True) -> float:
+    """The baseline: what a researcher would write by hand around the same method, in the same
+    precision (autocast, a GradScaler for fp16) and memory format as the engine's run."""
     cls = get_method(name)
     cfg = cls.config_class()
     ds, num_classes, _ = cls.make_dataset(cfg, CacheDataset(cache, split="train"))
     torch.manual_seed(0)
     method = cls(cfg, image_size=size, num_classes=num_classes).to(device).train()
+    if channels_last:
+        method.to(memory_format=torch.channels_last)
     optimizer, _ = method.configure_optimizer()
+    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
     loader = train_loader(ds, batch, workers=2, seed=0, drop_last=True)
     t0 = time.perf_counter()
     done = 0
     while done < steps:
         for b in loader:
-            b = {k: v.to(device) for k, v in b.items()}
-            with torch.autocast(device_type=device, enabled=amp):
+            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+            with autocast(torch.device(device), precision):
                 loss = method.step({**b, "generator": torch.Generator().manual_seed(done)})["loss"]
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
             method.after_step(done / steps)
             done += 1
             if done == WARMUP:
+                sync(device)
                 t0 = time.perf_counter()
             if done == steps:
                 break
+    sync(device)
     return (steps - WARMUP) * batch / (time.perf_counter() - t0)
 
 
-def engine_loop(name: str, cache: Path, out: Path, size: int, batch: int, steps: int, args) -> float:
+def sync(device: str) -> None:
+    """Wait for queued GPU work, so a clock read measures it."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def engine_loop(name: str, cache: Path, out: Path, size: int, batch: int, steps: int, accelerator: str = "cpu",
+                precision: str = "32-true", channels_last: bool = True) -> float:
     cfg, mcfg = resolve_config(name, None, {
         "data": str(cache), "out": str(out), "max_steps": steps, "epochs": 10_000, "batch_size": batch,
         "image_size": size, "workers": 2, "probe": False, "checkpoint_every": 10_000,
-        "accelerator": args.accelerator, "precision": args.precision})
+        "accelerator": accelerator, "precision": precision, "channels_last": channels_last})
     clock = StepClock()
     pretrain(cfg, mcfg, progress=False, callbacks=[clock])
     return (steps - WARMUP) * batch / (clock.t1 - clock.t0)
@@ -101,10 +120,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--accelerator", default="cpu")
-    ap.add_argument("--precision", default="32-true")
+    ap.add_argument("--precision", default="auto")
     args = ap.parse_args()
     device = "cuda" if args.accelerator == "gpu" else "cpu"
-    amp = args.precision != "32-true"
+    precision = resolve_precision(args.precision, device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         synthesize(tmp, count=args.images, size=args.size, formats=("chestxray14",), workers=2, progress=False)
@@ -113,13 +132,14 @@ def main() -> None:
         print(f"{args.size} px, batch {args.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads, "
               f"{args.accelerator}, {args.precision}")
         # the first loop in a process runs slower (allocator, caches): one untimed warm-up run
-        plain_loop(args.methods.split(",")[0], cache, args.size, args.batch_size, WARMUP + 5, device, amp)
+        plain_loop(args.methods.split(",")[0], cache, args.size, args.batch_size, WARMUP + 5, device, precision)
         for name in args.methods.split(","):
             reset_peak()
-            plain = plain_loop(name, cache, args.size, args.batch_size, args.steps, device, amp)
+            plain = plain_loop(name, cache, args.size, args.batch_size, args.steps, device, precision)
             plain_mem = peak_mb()
             reset_peak()
-            engine = engine_loop(name, cache, tmp / f"run_{name}", args.size, args.batch_size, args.steps, args)
+            engine = engine_loop(name, cache, tmp / f"run_{name}", args.size, args.batch_size, args.steps,
+                                 args.accelerator, precision)
             engine_mem = peak_mb()
             print(f"{name:>8}: ptxssl {engine:6.1f} img/s (peak {engine_mem:,.0f} MB) | plain loop "
                   f"{plain:6.1f} img/s (peak {plain_mem:,.0f} MB) | ratio {engine / plain:.2f}")

@@ -20,7 +20,7 @@ from ptxssl.analysis.store import Embeddings, write_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders import fit_images, grid, init_encoder
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn, precise_bn
-from ptxssl.engine.device import resolve_device
+from ptxssl.engine.device import autocast, inference_setup, resolve_device
 from ptxssl.errors import UserError
 from ptxssl.pretrain.methods import Method, MethodConfig
 from ptxssl.pretrain.run import METHOD_FILE, load_method
@@ -51,7 +51,7 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
 def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
                 device: str = "auto", in_channels: int = 1, progress: bool = True,
                 arch: str | None = None, bn: str = DEFAULT_BN, bn_reference: str = "train",
-                with_grid: bool = False) -> Embeddings:
+                with_grid: bool = False, precision: str = "auto") -> Embeddings:
     """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
 
     Images are resized to the size the model was trained at when it has a decoder (whose
@@ -59,15 +59,17 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
     protocol (`ptxssl.encoders.protocol`): "precise" re-estimates the statistics on the
     `bn_reference` split (all images when the cache has none of it) first; the file records it.
     `with_grid` adds the 2 x 2 grid features (4 x the pooled size: opt-in at 100k images).
+    `precision` (`--precision`): the forward passes' autocast; the statistics pass runs in float32.
     """
     check_bn(bn)
     device = resolve_device(device)
+    precision = inference_setup(device, precision)
     model, meta = load_embedder(encoder, in_channels, arch)
     model.to(device)
     data = CacheDataset(cache)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
     size = meta["image_size"] or data.size
-    bn_meta = {"bn": bn}
+    bn_meta = {"bn": bn, "precision": precision}
     if bn == "precise":
         reference = CacheDataset(cache, split=bn_reference)
         reference = reference if len(reference) else data
@@ -78,14 +80,15 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
     feats, latents, errors, grids = [], [], [], []
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
         x = fit_images(batch["image"].to(device), size, model.in_channels)  # (N, C, size, size) in [0, 1]
-        feats.append(model.embed(x).float().cpu())  # (N, D), D = the encoder's feature_dim
-        if with_grid:
-            grids.append(grid(model.encoder, x).float().cpu())  # (N, 4D)
-        latent = model.latent(x)
-        if latent is not None:
-            latents.append(latent.float().cpu())  # (N, L)
-            recon = model.reconstruct(x)  # (N, C, S, S)
-            errors.append((recon - x).pow(2).mean(dim=(1, 2, 3)).float().cpu())  # (N,)
+        with autocast(device, precision):
+            feats.append(model.embed(x).float().cpu())  # (N, D), D = the encoder's feature_dim
+            if with_grid:
+                grids.append(grid(model.encoder, x).float().cpu())  # (N, 4D)
+            latent = model.latent(x)
+            if latent is not None:
+                latents.append(latent.float().cpu())  # (N, L)
+                recon = model.reconstruct(x).float()  # (N, C, S, S)
+                errors.append((recon - x).pow(2).mean(dim=(1, 2, 3)).cpu())  # (N,)
     with h5py.File(cache, "r") as h5:
         fingerprint = str(h5.attrs.get("fingerprint", ""))
     emb = Embeddings(

@@ -30,7 +30,7 @@ from ptxssl.bootstrap import auroc_difference, auroc_rows
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders import fit_images, grid
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn
-from ptxssl.engine.device import resolve_device
+from ptxssl.engine.device import autocast, inference_setup, resolve_device
 from ptxssl.errors import UserError
 from ptxssl.files import write_csv, write_text
 from ptxssl.pretrain.methods import Method
@@ -72,7 +72,8 @@ def feature_fn(model: Method, features: str, size: int) -> Callable[[torch.Tenso
 @torch.no_grad()
 def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = "pooled", bn: str = DEFAULT_BN,
                    max_images: int = 1024, batch_size: int = 64, device: str = "auto", seed: int = 0,
-                   progress: Callable[[str], None] | None = None) -> tuple[list[Row], np.ndarray, list[str]]:
+                   progress: Callable[[str], None] | None = None, precision: str = "auto"
+                   ) -> tuple[list[Row], np.ndarray, list[str]]:
     """Probe every encoder on the same train / held-out images.
 
     Returns:
@@ -81,6 +82,7 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
     """
     check_bn(bn)
     device = resolve_device(device)
+    precision = inference_setup(device, precision)
     if not encoders:
         raise UserError("give at least one --encoder (random, imagenet, imagenet:FILE, a file or a run folder)")
     if not Path(cache).is_file():
@@ -94,8 +96,13 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
             torch.manual_seed(seed)  # a random init is the same weights in both of its rows
             model, meta = load_embedder(spec)
             model.to(device).eval()
-            got = probe_features(feature_fn(model, features, meta["image_size"] or size), str(cache), max_images,
-                                 batch_size, device, HELD_OUT, bn=protocol, model=model)
+            fn = feature_fn(model, features, meta["image_size"] or size)
+
+            def in_precision(x: torch.Tensor, fn=fn) -> torch.Tensor:
+                with autocast(device, precision):
+                    return fn(x)
+            got = probe_features(in_precision, str(cache), max_images, batch_size, device, HELD_OUT, bn=protocol,
+                                 model=model)
             if got is None:
                 raise UserError(f"{cache}: the probe needs image labels and val / test images; prepare a "
                                 "labelled cache (chestxray14, chexpert, siim, or folder with --labels-csv)")

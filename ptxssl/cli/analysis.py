@@ -11,7 +11,7 @@ from ptxssl.analysis.probe import PROBE_FEATURES
 from ptxssl.analysis.store import FEATURES
 from ptxssl.cli.common import cli, echo_config
 from ptxssl.encoders.protocol import BN_PROTOCOLS, DEFAULT_BN
-from ptxssl.engine.device import DEVICE_HELP
+from ptxssl.engine.device import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 
 _EMB = click.Path(dir_okay=False, path_type=Path)
 _PCA_HELP = "PCA after standardising: components (50), explained-variance fraction (0.95), or 0 for none."
@@ -36,6 +36,7 @@ def _features_option(fn):
 @click.option("--batch-size", default=64, help="Images per forward pass.")
 @click.option("--workers", default=0, help="DataLoader worker processes.")
 @click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--precision", default="auto", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @click.option("--bn", default=DEFAULT_BN, type=click.Choice(BN_PROTOCOLS),
               help="BatchNorm statistics: precise re-estimates them on the --bn-reference images (the same "
                    "protocol for every encoder, random init included), as-is keeps the encoder's own.")
@@ -46,7 +47,7 @@ def _features_option(fn):
                    "`--features grid` in cluster / anomaly.")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int, workers: int, device: str,
-          bn: str, bn_reference: str, with_grid: bool, overwrite: bool) -> None:
+          precision: str, bn: str, bn_reference: str, with_grid: bool, overwrite: bool) -> None:
     """Embed every image of a cache: pooled encoder features (512-d for resnet34), ids, splits, labels.
 
     The output is what cluster, anomaly and umap read.
@@ -57,10 +58,10 @@ def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int
     if out.exists() and not overwrite:
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
     echo_config("embed", {"encoder": encoder, "arch": arch or "auto", "data": data, "out": out,
-                          "batch_size": batch_size, "workers": workers, "device": device, "bn": bn,
-                          "bn_reference": bn_reference})
+                          "batch_size": batch_size, "workers": workers, "device": device,
+                          "precision": precision, "bn": bn, "bn_reference": bn_reference})
     emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device, arch=arch,
-                      bn=bn, bn_reference=bn_reference, with_grid=with_grid)
+                      bn=bn, bn_reference=bn_reference, with_grid=with_grid, precision=precision)
     click.echo(f"wrote {out}: {describe(emb)}")
 
 
@@ -215,10 +216,11 @@ def umap(embeddings: Path, out: Path, color_by: str | None, sample: int | None, 
 @click.option("--max-images", default=1024, type=click.IntRange(min=8), help="Train and held-out images, each at most.")
 @click.option("--batch-size", default=64, type=click.IntRange(min=2), help="Images per forward pass.")
 @click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--precision", default="auto", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @click.option("--seed", default=0, help="Seed of random-init weights.")
 @click.option("--overwrite", is_flag=True, help="Replace the files in --out.")
 def probe(encoders: tuple[str, ...], data: Path, out: Path, features: str, bn: str, reference: str | None,
-          max_images: int, batch_size: int, device: str, seed: int, overwrite: bool) -> None:
+          max_images: int, batch_size: int, device: str, precision: str, seed: int, overwrite: bool) -> None:
     """Linear and kNN probes of several encoders on a cache's labels, side by side, each under the
     same input path and BatchNorm protocol; Δ vs a reference with paired bootstrap intervals."""
     from ptxssl.analysis.probe import run_probe
@@ -230,6 +232,8 @@ def probe(encoders: tuple[str, ...], data: Path, out: Path, features: str, bn: s
     named = parse_encoders(list(encoders))
     echo_config("probe", {"encoders": ", ".join(f"{k}={v}" for k, v in named.items()), "data": data, "out": out,
                           "features": features, "bn": bn, "reference": reference or next(iter(named)),
-                          "max_images": max_images, "batch_size": batch_size, "device": device, "seed": seed})
+                          "max_images": max_images, "batch_size": batch_size, "device": device,
+                          "precision": precision, "seed": seed})
     click.echo(run_probe(named, data, out, reference, features=features, bn=bn, max_images=max_images,
-                         batch_size=batch_size, device=device, seed=seed, progress=click.echo))
+                         batch_size=batch_size, device=device, seed=seed, progress=click.echo,
+                         precision=precision))

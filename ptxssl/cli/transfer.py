@@ -6,7 +6,7 @@ from pathlib import Path
 import click
 
 from ptxssl.cli.common import cli, config_options, echo_config, numbers
-from ptxssl.engine.device import DEVICE_HELP
+from ptxssl.engine.device import DEVICE_HELP, PRECISION_HELP, PRECISIONS
 from ptxssl.errors import UserError
 from ptxssl.transfer.metrics import POSTPROCESS_MODES
 from ptxssl.transfer.model import TTA_MODES
@@ -26,8 +26,9 @@ from ptxssl.transfer.model import TTA_MODES
 @click.option("--classifier", type=click.Path(path_type=Path), default=None,
               help="A `transfer --task classify` run: images it calls negative get an empty mask (a cascade).")
 @click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--precision", default="auto", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 def predict(dicom_dir: Path, run_dir: Path, out: Path, overlays: Path | None, batch_size: int,
-            on_error: str, classifier: Path | None, device: str) -> None:
+            on_error: str, classifier: Path | None, device: str, precision: str) -> None:
     """Segment every DICOM under DICOM_DIR with a trained UNet; write a SIIM submission CSV.
 
     Uses the run's image size, normalisation and tuned threshold / minimum area; masks come
@@ -38,9 +39,9 @@ def predict(dicom_dir: Path, run_dir: Path, out: Path, overlays: Path | None, ba
 
     echo_config("predict", {"model": run_dir, "dicoms": dicom_dir, "out": out, "overlays": overlays,
                             "batch_size": batch_size, "on_error": on_error, "classifier": classifier,
-                            "device": device})
+                            "device": device, "precision": precision})
     summary = predict_dicoms(run_dir, dicom_dir, out, overlays_dir=overlays, batch_size=batch_size,
-                             on_error=on_error, classifier=classifier, device=device)
+                             on_error=on_error, classifier=classifier, device=device, precision=precision)
     for path, reason in summary["skipped"]:
         click.echo(f"  skipped {path}: {reason}")
     if summary["duplicates"]:
@@ -166,8 +167,9 @@ def compare(encoders: tuple[str, ...], protocol: str | None, fractions: str | No
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Also write both sets of metrics and the difference to this JSON file.")
 @click.option("--device", default="auto", help=DEVICE_HELP)
+@click.option("--precision", default="auto", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 def rescore(run_dir: Path, postprocess: str, tta: str, threshold: float, data: Path | None,
-            out: Path | None, device: str) -> None:
+            out: Path | None, device: str, precision: str) -> None:
     """Score a finished segmentation run again under another --postprocess / --tta.
 
     Neither option changes training, so this answers "would the triplet rule or flip TTA have
@@ -189,8 +191,9 @@ def rescore(run_dir: Path, postprocess: str, tta: str, threshold: float, data: P
         data = Path(saved) if saved else None
         if data is None or not data.is_file():
             raise UserError(f"{run_dir}: the cache it was trained on ({data}) is not there; pass --data")
-    echo_config("rescore", {"run": run_dir, "data": data, "postprocess": postprocess, "tta": tta})
-    new = rescore_run(run_dir, data, postprocess, tta, threshold, device=device)
+    echo_config("rescore", {"run": run_dir, "data": data, "postprocess": postprocess, "tta": tta,
+                            "device": device, "precision": precision})
+    new = rescore_run(run_dir, data, postprocess, tta, threshold, device=device, precision=precision)
     report = against_run(run_dir, new)
     old = report["trained"]
 

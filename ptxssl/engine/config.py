@@ -16,6 +16,7 @@ import yaml
 from ptxssl.errors import UserError
 from ptxssl.files import write_text
 from ptxssl.encoders import DEFAULT_ARCH
+from ptxssl.engine.device import PRECISION_HELP
 
 
 def opt(default: Any, help: str, **kw) -> Any:
@@ -42,7 +43,9 @@ class TrainConfig:
     devices: str = opt("1", "Devices per node: a count, a list like 0,1, or auto.")
     strategy: str = opt("auto", "auto, ddp, ddp_spawn, ... (Lightning); ddp for several devices.")
     num_nodes: int = opt(1, "Nodes for multi-node DDP (torchrun/SLURM).")
-    precision: str = opt("32-true", "32-true, 16-mixed or bf16-mixed.")
+    precision: str = opt("auto", PRECISION_HELP)
+    channels_last: bool = opt(True, "Channels-last memory format for the model's convolutions (NHWC): what tensor "
+                                    "cores and oneDNN want; measured faster on the CPU too (BENCHMARKS.md).")
     accumulate: int = opt(1, "Gradient accumulation: batches per optimizer step.")
     checkpoint_every: int = opt(100, "Write checkpoints/last.ckpt every N optimizer steps.")
     keep_checkpoints: bool = opt(False, "Keep checkpoints/ once the run has finished (weights with optimizer state, "

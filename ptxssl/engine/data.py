@@ -1,8 +1,13 @@
-"""What a pretraining method reads: cache rows, shuffled reproducibly per epoch.
+"""The loaders every training and evaluation command reads cache rows through.
 
-Randomness lives in two seeded places only, so a resumed run sees the same batches as an
-uninterrupted one: the sampler's permutation (seed, epoch) and the augmentation generator
-the engine derives from (seed, global step, rank).
+Training: shuffled reproducibly per epoch. Randomness lives in two seeded places only, so a
+resumed run sees the same batches as an uninterrupted one: the sampler's permutation (seed,
+epoch) and the augmentation generator the engine derives from (seed, global step, rank).
+Under DDP, Lightning wraps the sampler so each process trains on a disjoint shard and forwards
+`set_epoch` to it (tests/engine/test_ddp.py checks both over two epochs).
+
+Evaluation: each DDP process scores its own shard, no image twice (`EvalShards`), and
+`gather_shards` puts the results back in dataset order.
 """
 from __future__ import annotations
 
@@ -10,7 +15,8 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler
+import torch.distributed as dist
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ptxssl.errors import UserError
 
@@ -56,5 +62,54 @@ def train_loader(ds: Dataset, batch_size: int, workers: int, seed: int, drop_las
     sampler = sampler or EpochSampler(len(ds), seed, weights)
     if drop_last and len(sampler) < batch_size:
         raise UserError(f"--batch-size {batch_size} is larger than an epoch ({len(sampler)} images); lower it")
-    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers,
-                      drop_last=drop_last, persistent_workers=workers > 0)
+    return DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=workers, drop_last=drop_last,
+                      persistent_workers=workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def world() -> tuple[int, int]:
+    """(processes, this process's rank) of the running DDP job; (1, 0) outside one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
+
+
+class EvalShards(DistributedSampler):
+    """Rows rank, rank + W, rank + 2W, ... of an evaluation set for process `rank` of W: every
+    image exactly once over the job, which Lightning's default DistributedSampler does not give
+    (it repeats images to even out the shards, skewing a validation score and the best epoch).
+
+    A DistributedSampler subclass only so that Lightning leaves it in place; the job's size is
+    read when iterated, since loaders are built before Lightning starts the process group.
+    """
+
+    def __init__(self, n: int) -> None:  # no super().__init__(): it would ask for the process group now
+        self.n, self.epoch = n, 0
+
+    def __iter__(self) -> Iterator[int]:
+        size, rank = world()
+        return iter(range(rank, self.n, size))
+
+    def __len__(self) -> int:
+        size, rank = world()
+        return len(range(rank, self.n, size))
+
+
+def eval_loader(ds: Dataset, batch_size: int, workers: int, persistent: bool = False) -> DataLoader:
+    """An evaluation DataLoader: the process's `EvalShards` shard in order, pinned memory on CUDA
+    machines; `persistent` keeps the workers between passes (a validation loader, read every epoch)."""
+    return DataLoader(ds, batch_size=batch_size, sampler=EvalShards(len(ds)), num_workers=workers,
+                      persistent_workers=persistent and workers > 0, pin_memory=torch.cuda.is_available())
+
+
+def gather_shards(local: np.ndarray, n: int) -> np.ndarray:
+    """The arrays every process computed on its `EvalShards` shard, put back in dataset order
+    (row i came from process i mod W); outside a DDP job, `local` itself."""
+    size, _ = world()
+    if size == 1:
+        return local
+    parts: list = [None] * size
+    dist.all_gather_object(parts, local)  # numpy arrays of different lengths: torch's all_gather needs equal shapes
+    out = np.empty((n, *local.shape[1:]), dtype=local.dtype)
+    for rank, part in enumerate(parts):
+        out[rank::size] = part
+    return out

@@ -1,10 +1,13 @@
-"""The device inference runs on (`--device` of embed, probe, predict, rescore).
+"""The device and precision inference runs in (`--device`, `--precision` of embed, probe,
+predict, rescore), and the precision training runs in (`--precision auto`).
 
 Training gets its devices from Lightning (`--accelerator`, `--devices`); the commands that only
 run a trained model pick one device here. `auto` is a GPU when there is one, so a user on a GPU
 machine is not left scoring 100k films on the CPU because an option defaulted to it.
 """
 from __future__ import annotations
+
+import contextlib
 
 import torch
 
@@ -30,3 +33,38 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type not in ("cpu", "cuda", "mps"):
         raise UserError(f"--device {name}: ptxssl runs on cpu, cuda or mps")
     return device
+
+
+PRECISIONS = ("auto", "32-true", "16-mixed", "bf16-mixed")
+PRECISION_HELP = ("auto (bf16-mixed on GPUs that support it, 16-mixed on older ones, 32-true on the CPU), "
+                  "32-true, 16-mixed or bf16-mixed.")
+
+
+def resolve_precision(name: str, device: torch.device | str) -> str:
+    """`--precision` as Lightning's name for it on `device`: `auto` is the field's default for the
+    hardware (bf16 autocast on Ampere and newer, fp16 with loss scaling on older GPUs, float32 on
+    the CPU and on Apple's MPS, where mixed precision is slower or unsupported for convolutions)."""
+    if name not in PRECISIONS:
+        raise UserError(f"--precision {name!r}: use {', '.join(PRECISIONS)}")
+    if name != "auto":
+        return name
+    if torch.device(device).type == "cuda":
+        return "bf16-mixed" if torch.cuda.is_bf16_supported() else "16-mixed"
+    return "32-true"
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """The inference side of `precision` (already resolved): torch.autocast in the matching
+    dtype, or nothing for 32-true. Outputs are cast back to float32 by the callers."""
+    if precision == "32-true":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16 if precision.startswith("bf16") else torch.float16)
+
+
+def inference_setup(device: torch.device, precision: str = "auto") -> str:
+    """What the inference commands (embed, probe, predict, rescore) set before running a model:
+    TF32 matmuls and cuDNN autotuning on CUDA (fixed image sizes); the resolved precision."""
+    if device.type == "cuda":
+        torch.set_float32_matmul_precision("high")
+        torch.backends.cudnn.benchmark = True
+    return resolve_precision(precision, device)

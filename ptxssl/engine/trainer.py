@@ -7,6 +7,7 @@ silently, resumed weights-only), a last.ckpt at every epoch end, and a stop on a
 
 Run folder (each command adds its own results):
     config.yaml                  the fully resolved config (`--config` repeats the run)
+    runtime.json                 what `auto` became on this machine (precision, device, TF32, ...)
     metrics.csv, tensorboard/    losses per step, validation / probe scores per epoch
     checkpoints/last.ckpt        every --checkpoint-every steps and each epoch end (atomic)
 """
@@ -26,10 +27,12 @@ import pytorch_lightning as pl
 import torch
 from pytorch_lightning.callbacks import ModelCheckpoint
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger
-from pytorch_lightning.utilities import rank_zero_only
+from pytorch_lightning.utilities import rank_zero_info, rank_zero_only
 
 from ptxssl.errors import UserError
 from ptxssl.engine.config import TrainConfig, save_yaml
+from ptxssl.engine.device import resolve_precision
+from ptxssl.files import write_json
 
 CHECKPOINT = Path("checkpoints") / "last.ckpt"
 
@@ -169,10 +172,39 @@ class _LastCheckpoint(ModelCheckpoint):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
+class ChannelsLast(pl.Callback):
+    """The model's 4-D weights in channels-last (NHWC) order before the first step: convolutions
+    then run NHWC kernels (tensor cores on GPUs, oneDNN on CPUs) and return NHWC activations."""
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        pl_module.to(memory_format=torch.channels_last)
+
+
+def training_device(cfg: TrainConfig) -> torch.device:
+    """The device type Lightning will train on for --accelerator (auto: CUDA when present)."""
+    if cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("mps" if cfg.accelerator == "mps" else "cpu")
+
+
+def runtime_settings(cfg: TrainConfig) -> dict:
+    """What the run's speed and numerics depend on beyond config.yaml, resolved for this machine
+    (`--precision auto` becomes bf16-mixed on an A100, 32-true on a laptop): printed at the start
+    and written to the run folder's runtime.json, so two runs' numbers can be told apart."""
+    device = training_device(cfg)
+    cuda = device.type == "cuda"
+    return {"device": device.type, "device_name": torch.cuda.get_device_name() if cuda else None,
+            "precision": resolve_precision(cfg.precision, device),
+            "float32_matmul_precision": "high" if cuda else torch.get_float32_matmul_precision(),
+            "cudnn_benchmark": cuda, "channels_last": cfg.channels_last, "pin_memory": cuda,
+            "torch": torch.__version__, "pytorch_lightning": pl.__version__}
+
+
 def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], progress: bool,
                  epoch_batches: int | None = None) -> pl.Trainer:
-    """The Lightning Trainer from the common options (devices, precision, DDP, checkpoints);
-    `epoch_batches` caps the batches of an epoch (None: the whole loader)."""
+    """The Lightning Trainer from the common options (devices, precision, DDP, checkpoints) and
+    the GPU settings of `runtime_settings`; `epoch_batches` caps the batches of an epoch (None:
+    the whole loader)."""
     checkpoint = _LastCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=True)
     # last in the list: at an epoch end, the other checkpoint callbacks (transfer's best.ckpt) have
@@ -185,16 +217,24 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
     devices = parse_devices(cfg.devices)
     several = cfg.num_nodes > 1 or (isinstance(devices, list) and len(devices) > 1) or \
         (isinstance(devices, int) and devices > 1)
+    runtime = runtime_settings(cfg)
+    on_gpu = runtime["device"] == "cuda"
+    if on_gpu:  # TF32 matmuls: float32 range, ~10-bit mantissa products, several times faster on Ampere+
+        torch.set_float32_matmul_precision(runtime["float32_matmul_precision"])
+    extra = [ChannelsLast()] if cfg.channels_last else []
     # BatchNorm over the global batch across GPUs; torch's SyncBatchNorm has no CPU kernel, so
-    # CPU DDP processes normalise over their local batch
-    on_gpu = cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available())
-    return pl.Trainer(accelerator=cfg.accelerator, devices=devices, sync_batchnorm=several and on_gpu,
-                      strategy=cfg.strategy, num_nodes=cfg.num_nodes, precision=cfg.precision,
-                      max_epochs=cfg.epochs, max_steps=cfg.max_steps, accumulate_grad_batches=cfg.accumulate,
-                      callbacks=[*callbacks, checkpoint], logger=loggers, default_root_dir=run_dir,
-                      enable_progress_bar=progress, enable_model_summary=False, deterministic=False,
-                      log_every_n_steps=1, num_sanity_val_steps=0,
-                      **({"limit_train_batches": epoch_batches} if epoch_batches else {}))  # else Lightning's default
+    # CPU DDP processes normalise over their local batch. cuDNN autotuning pays off because every
+    # batch of a run has one image size.
+    trainer = pl.Trainer(accelerator=cfg.accelerator, devices=devices, sync_batchnorm=several and on_gpu,
+                         strategy=cfg.strategy, num_nodes=cfg.num_nodes, precision=runtime["precision"],
+                         benchmark=on_gpu, max_epochs=cfg.epochs, max_steps=cfg.max_steps,
+                         accumulate_grad_batches=cfg.accumulate, callbacks=[*callbacks, *extra, checkpoint],
+                         logger=loggers, default_root_dir=run_dir, enable_progress_bar=progress,
+                         enable_model_summary=False, deterministic=False, log_every_n_steps=1,
+                         num_sanity_val_steps=0,
+                         **({"limit_train_batches": epoch_batches} if epoch_batches else {}))  # else Lightning's
+    trainer.runtime = runtime
+    return trainer
 
 
 def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Path | None,
@@ -210,6 +250,9 @@ def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Pat
         save_yaml(run_dir / "config.yaml", module.config)
     with quiet_lightning():
         trainer = make_trainer(cfg, run_dir, callbacks, progress, short_epoch(cfg, loader) if val_loader else None)
+        if rank_zero_only.rank == 0:
+            write_json(run_dir / "runtime.json", {**trainer.runtime, "world_size": trainer.world_size})
+            rank_zero_info("runtime: " + ", ".join(f"{k}={v}" for k, v in trainer.runtime.items()))
         t0 = time.perf_counter()
         trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
     trainer.fit_seconds = time.perf_counter() - t0

@@ -15,6 +15,7 @@ import numpy as np
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
+from ptxssl.engine.device import inference_setup, resolve_device
 from ptxssl.transfer.classify import load_classifier, score
 from ptxssl.transfer.metrics import binarise, dice_per_image, gate, image_auroc, image_detection
 from ptxssl.transfer.model import load_model
@@ -28,7 +29,7 @@ def _image_level(image_score: np.ndarray, called: np.ndarray, label: np.ndarray)
 
 
 def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, split: str = "test",
-                   batch_size: int | None = None) -> dict:
+                   batch_size: int | None = None, device: str = "auto", precision: str = "auto") -> dict:
     """Segmentation-only vs classifier-only vs cascade on `split` of `cache`.
 
     Each model sees the cache images at its own size with its own TTA and tuned rule (the
@@ -47,8 +48,11 @@ def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, 
     Raises:
         UserError: bad run folders, or runs that split the cache differently.
     """
+    device = resolve_device(device)
+    precision = inference_setup(device, precision)
     unet, seg_meta = load_model(seg_run)
     classifier, cls_meta = load_classifier(cls_run)
+    unet.to(device), classifier.to(device)
     rows = run_rows(seg_run, cache, split)
     if not np.array_equal(rows, run_rows(cls_run, cache, split)):
         raise UserError(f"{seg_run} and {cls_run} split {cache} differently (--resplit / --folds), so their "
@@ -57,11 +61,11 @@ def cascade_scores(seg_run: str | Path, cls_run: str | Path, cache: str | Path, 
     if data.labels is None or not len(data):
         raise UserError(f"{cache}: no image labels or no {split} images; pass a SIIM cache")
     rule, threshold = postprocess_params(seg_meta, seg_run), float(cls_meta["threshold"])
-    probs = predict_cache(unet, seg_meta, data, batch_size or run_batch_size(seg_run))  # (N, s, s)
+    probs = predict_cache(unet, seg_meta, data, batch_size or run_batch_size(seg_run), precision)  # (N, s, s)
     truth = cache_masks(data, int(seg_meta["image_size"]))
     pred = binarise(probs, *rule)
     d = {"dice": dice_per_image(pred, truth), "called": pred.any(axis=(1, 2)), "max": probs.max(axis=(1, 2)),
-         "prob": predict_cache(classifier, cls_meta, data, batch_size or run_batch_size(cls_run)),
+         "prob": predict_cache(classifier, cls_meta, data, batch_size or run_batch_size(cls_run), precision),
          "label": data.labels[data.rows, 0] == 1}
     d["gated_dice"] = dice_per_image(gate(pred, d["prob"], threshold), truth)
     keep, label = d["prob"] >= threshold, d["label"]

@@ -39,6 +39,8 @@ from ptxssl.datasets.cache import cache_channels
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, file_sha1, write_csv, write_json
 from ptxssl.encoders import NORMALIZATION, build_encoder, feature_dim, init_encoder, input_channels, normalize
+from ptxssl.engine.data import eval_loader, gather_shards
+from ptxssl.engine.device import autocast
 from ptxssl.engine.trainer import clear_run_dir, prepare_run_dir
 from ptxssl.transfer.config import check_task
 from ptxssl.transfer.metrics import image_auroc, image_detection
@@ -107,23 +109,28 @@ class ClassifyModule(TransferModule):
 
     def on_validation_epoch_end(self) -> None:
         # over the whole val split (all ranks: an AUROC is not a mean of per-batch values)
-        probs, labels = (self.all_gather(torch.cat(t)).reshape(-1).cpu().numpy() for t in zip(*self._val))
+        probs, labels = (gather_shards(torch.cat(t).cpu().numpy(), len(self.trainer.val_dataloaders.dataset))
+                         for t in zip(*self._val))
         auroc = image_auroc(probs[:, None, None], labels[:, None, None] > 0.5)  # every rank: the same value
         # val holds both classes (checked before training): NaN only from NaN outputs, scored as chance
         self.log("val_score", 0.5 if np.isnan(auroc) else auroc, prog_bar=True)
 
 
 @torch.no_grad()
-def predict_scores(module: ClassifyModule, loader: DataLoader, tta: str = "none") -> tuple[np.ndarray, np.ndarray]:
-    """(N,) float32 probabilities and (N,) bool labels, in loader order (`probabilities` with
-    `tta`: on (N, 1) logits its flip-back is a no-op, so hflip is the mean over both views)."""
+def predict_scores(module: ClassifyModule, loader: DataLoader, tta: str = "none", precision: str = "32-true"
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) float32 probabilities and (N,) bool labels, in dataset order (`probabilities` with
+    `tta`: on (N, 1) logits its flip-back is a no-op, so hflip is the mean over both views), in
+    `precision` (resolved); under DDP each process scores its `eval_loader` shard and gets all N."""
     device = next(module.parameters()).device
     probs, labels = [], []
     for batch in loader:
         x, _ = module.adapt(batch["image"].to(device))
-        probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
+        with autocast(device, precision):
+            probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
         labels.append(batch["labels"][:, 0].numpy() == 1)
-    return np.concatenate(probs), np.concatenate(labels)
+    n = len(loader.dataset)
+    return gather_shards(np.concatenate(probs), n), gather_shards(np.concatenate(labels), n)
 
 
 def score(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:
@@ -174,12 +181,13 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
         clear_run_dir(out, ("metrics.json", "test_scores.csv", WEIGHTS, META, "checkpoints"))
     record_subset(cfg, data, out)
     trainer, epochs, val_loader = fit_best(module, data, cfg, out, ckpt, progress)
-    if trainer.global_rank != 0:
-        return {}
     test, size, label_positive, labelled = data.test, data.size, data.labelled_positive, data.labelled
-    test_loader = DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers)
-    tuned = tune_threshold(*predict_scores(module, val_loader, cfg.tta))
-    test_probs, test_labels = predict_scores(module, test_loader, cfg.tta)
+    precision = trainer.runtime["precision"]  # scored as trained
+    val_scores = predict_scores(module, val_loader, cfg.tta, precision)
+    test_probs, test_labels = predict_scores(module, eval_loader(test, cfg.batch_size, cfg.workers), cfg.tta, precision)
+    if trainer.global_rank != 0:  # it scored its shards; rank 0 tunes, scores and writes
+        return {}
+    tuned = tune_threshold(*val_scores)
     metrics = {"task": "classify", "test": score(test_probs, test_labels, tuned["threshold"]), "val_tuned": tuned,
                "encoder": init, "frozen_bn": module.frozen_bn,
                "labelled_images": len(labelled), "labelled_positive": int(label_positive.sum()),
@@ -188,10 +196,11 @@ def classify(cfg, resume: bool = False, overwrite: bool = False, progress: bool 
                "test_images": len(test), "seed": cfg.seed, "seconds": round(trainer.fit_seconds, 1)}
     write_csv(out / "test_scores.csv", ["image_id", "probability", "label"],
               zip(test.ids, test_probs.astype(float), test_labels.astype(int)))  # float32 values, exactly
-    save_classifier(module.model, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
-                                       "encoder_channels": encoder_channels, "threshold": tuned["threshold"],
-                                       "tta": cfg.tta, "encoder": init, "mask_input": mask_meta,
-                                       "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []})
+    if cfg.save_model:
+        save_classifier(module.model, out, {"image_size": size, "in_channels": cfg.in_channels, "arch": cfg.arch,
+                                           "encoder_channels": encoder_channels, "threshold": tuned["threshold"],
+                                           "tta": cfg.tta, "encoder": init, "mask_input": mask_meta,
+                                           "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []})
     return finish_run(cfg, out, metrics)
 
 

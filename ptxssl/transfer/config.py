@@ -71,6 +71,9 @@ class TransferConfig(TrainConfig):
     mask_input: str = opt("", task="classify", help="--task classify: a transfer run whose UNet, frozen, feeds its "
                                                     "probability map as a channel beside the image ([map, image, "
                                                     "image]: the published cascade).")
+    save_model: bool = opt(True, "Write the trained model (model/ or classifier.safetensors, ~100 MB at ResNet-34) "
+                                 "for predict / rescore; --no-save-model keeps only the scores (a grid that is "
+                                 "read for its table).")
     average_top_k: int = opt(0, "Test (and save) the mean weights of the K best epochs by val score; 0 or 1: "
                                 "the best epoch.")
 

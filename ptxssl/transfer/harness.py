@@ -17,7 +17,7 @@ from pytorch_lightning.utilities import rank_zero_only
 from torch.utils.data import DataLoader
 
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.engine.data import train_loader
+from ptxssl.engine.data import eval_loader, train_loader
 from ptxssl.engine.trainer import drop_checkpoints, fit, on_training_device
 from ptxssl.errors import UserError
 from ptxssl.files import write_csv, write_json
@@ -130,25 +130,25 @@ def record_subset(cfg: TransferConfig, data: RunData, out: Path) -> None:
 def fit_best(module: pl.LightningModule, data: RunData, cfg: TransferConfig, out: Path, ckpt: Path | None,
              progress: bool) -> tuple[pl.Trainer, list[int], DataLoader]:
     """Train with the sampler, early stopping and best-checkpoint tracking on val_score, then
-    load the best (or the mean of the K best) weights in eval mode, on the training device. Returns the trainer, the
-    epochs the weights came from (best first) and the val loader."""
+    load the best (or the mean of the K best) weights in eval mode, on the training device, in
+    every process. Returns the trainer, the epochs the weights came from (best first) and the
+    val loader (each process's shard, `eval_loader`)."""
     # full batches only (BatchNorm cannot train on a last batch of one), unless the labelled
     # set is smaller than a batch: then each step sees all of it
     sampler = ScheduleSampler(data.labelled_positive, cfg.sampler, cfg.seed, cfg.epochs,
                               cfg.resample_every, cfg.pos_rate_start, cfg.pos_rate_end)
     loader = train_loader(data.labelled, cfg.batch_size, cfg.workers, cfg.seed,
                           drop_last=len(sampler) >= cfg.batch_size, sampler=sampler)
-    val_loader = DataLoader(data.val, batch_size=cfg.batch_size, num_workers=cfg.workers)
+    val_loader = eval_loader(data.val, cfg.batch_size, cfg.workers, persistent=True)
     best_callback = _best_callback(cfg, out)
     callbacks: list[pl.Callback] = [best_callback]
     if cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_score", mode="max", patience=cfg.patience))
     trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress, val_loader=val_loader)
-    epochs: list[int] = []
-    if trainer.global_rank == 0:
-        paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
-        epochs = _load_best(module, paths)
-        on_training_device(module, trainer).eval()  # the tuning and scoring that follow run where training ran
+    # every process: under DDP each scores its shard of val and test (`eval_loader`)
+    paths = top_k_paths(best_callback) if cfg.average_top_k > 1 else [p for p in [out / BEST] if p.is_file()]
+    epochs = _load_best(module, paths)
+    on_training_device(module, trainer).eval()  # the tuning and scoring that follow run where training ran
     return trainer, epochs, val_loader
 
 

@@ -121,8 +121,8 @@ def load_model(run_dir: str | Path) -> tuple[smp.Unet, dict]:
              run_dir / META_FILE]
     missing = [str(f.relative_to(run_dir)) for f in files if not f.is_file()]
     if missing:
-        raise UserError(f"{run_dir}: not a transfer run folder (missing {', '.join(missing)}); "
-                        "pass the folder `ptxssl transfer` wrote")
+        raise UserError(f"{run_dir}: not a transfer run folder with a model (missing {', '.join(missing)}); "
+                        "pass the folder `ptxssl transfer` wrote (a run with --no-save-model kept only its scores)")
     try:
         meta = json.loads((run_dir / META_FILE).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:

@@ -8,10 +8,13 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
+from torchmetrics import MeanMetric
 from tqdm import tqdm
 
 from ptxssl.engine.augment import AugmentConfig, ChestXrayAugment
 from ptxssl.engine.config import flat
+from ptxssl.engine.data import gather_shards
+from ptxssl.engine.device import autocast
 from ptxssl.encoders import encoder_input, input_channels, resize
 from ptxssl.encoders.protocol import check_bn, precise_bn
 from ptxssl.engine.trainer import EngineModule
@@ -103,6 +106,9 @@ class SegmentationModule(TransferModule):
     def __init__(self, unet: nn.Module, cfg, image_size: int, run_dir: str | Path = ".") -> None:
         super().__init__(unet, cfg, image_size, run_dir)
         self.loss = SegmentationLoss(cfg.loss)
+        # a sum and a count, summed over DDP processes: exact with uneven shards (`eval_loader`),
+        # where Lightning's own mean of a logged value divides an integer count and truncates it
+        self.val_dice = MeanMetric()
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         x, mask = self.adapt(batch["image"], batch["mask"])
@@ -116,14 +122,16 @@ class SegmentationModule(TransferModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         x, mask = self.adapt(batch["image"], batch["mask"])
-        dice = dice_at(torch.sigmoid(self(x)), mask)  # (N,)
-        self.log("val_score", dice.mean(), on_epoch=True, prog_bar=True, sync_dist=True, batch_size=x.shape[0])
+        self.val_dice.update(dice_at(torch.sigmoid(self(x)), mask))  # (N,) per image
+        self.log("val_score", self.val_dice, on_epoch=True, prog_bar=True)
 
 
 @torch.no_grad()
-def predict_loader(module: TransferModule, loader: DataLoader, progress: bool = False, tta: str = "none"
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Probabilities (N, S, S) float32 and masks (N, S, S) bool at the run's size, in loader order.
+def predict_loader(module: TransferModule, loader: DataLoader, progress: bool = False, tta: str = "none",
+                   precision: str = "32-true") -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities (N, S, S) float32 and masks (N, S, S) bool at the run's size, in dataset order,
+    on the module's device in `precision` (resolved). Under DDP, each process scores its
+    `eval_loader` shard and every process gets all N.
 
     tta: "none" or "hflip" (`probabilities`); the run tunes and scores with the TTA `predict` uses.
     """
@@ -131,6 +139,8 @@ def predict_loader(module: TransferModule, loader: DataLoader, progress: bool = 
     probs, masks = [], []
     for batch in tqdm(loader, desc="predict", unit="batch", disable=not progress, leave=False):
         x, mask = module.adapt(batch["image"].to(device), batch["mask"].to(device))
-        probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
+        with autocast(device, precision):
+            probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
         masks.append(mask[:, 0].cpu().numpy() > 0.5)
-    return np.concatenate(probs), np.concatenate(masks)
+    n = len(loader.dataset)
+    return gather_shards(np.concatenate(probs), n), gather_shards(np.concatenate(masks), n)

@@ -46,7 +46,7 @@ from ptxssl.datasets.images import letterbox_shape, to_uint8
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.datasets.rle import encode_siim
 from ptxssl.encoders import encoder_input, resize
-from ptxssl.engine.device import resolve_device
+from ptxssl.engine.device import autocast, inference_setup, resolve_device
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_text
 from ptxssl.transfer.metrics import POSTPROCESS_MODES, binarise, gate
@@ -67,19 +67,22 @@ def find_dicoms(folder: str | Path) -> list[Path]:
 
 
 @torch.no_grad()
-def predict_probs(model: torch.nn.Module, images: np.ndarray, meta: dict) -> np.ndarray:
+def predict_probs(model: torch.nn.Module, images: np.ndarray, meta: dict, precision: str = "32-true") -> np.ndarray:
     """(N, S, S) letterboxed grey or (N, C, S, S) planes, [0, 1] -> (N, S, S) float32
-    pneumothorax probabilities (with meta["tta"], "none" when absent)."""
+    pneumothorax probabilities (with meta["tta"], "none" when absent), on the model's device
+    in `precision` (resolved, `ptxssl.engine.device.inference_setup`)."""
     model.eval()
     device = next(model.parameters()).device
     x = torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))
     x = (x[:, None] if x.ndim == 3 else x).to(device)
     x = encoder_input(x, None, int(meta["in_channels"]), meta["normalization"])  # (N, C, S, S)
-    return probabilities(model, x, meta.get("tta", "none"))[:, 0].float().cpu().numpy()
+    with autocast(device, precision):
+        return probabilities(model, x, meta.get("tta", "none"))[:, 0].float().cpu().numpy()
 
 
 @torch.no_grad()
-def predict_cache(model: torch.nn.Module, meta: dict, data: CacheDataset, batch_size: int = 16) -> np.ndarray:
+def predict_cache(model: torch.nn.Module, meta: dict, data: CacheDataset, batch_size: int = 16,
+                  precision: str = "32-true") -> np.ndarray:
     """Probabilities of a saved run's model for every image of `data`, in order: a UNet's
     (N, s, s) maps or a classifier's (N,) scores, at the run's size, channels and TTA.
 
@@ -90,7 +93,7 @@ def predict_cache(model: torch.nn.Module, meta: dict, data: CacheDataset, batch_
     out = []
     for batch in DataLoader(data, batch_size=batch_size):
         x = batch["image"]  # (n, 1 or 1 + K, S, S) in [0, 1]; a grey run takes the raw plane alone
-        out.append(predict_probs(model, resize(x, size).numpy(), meta))
+        out.append(predict_probs(model, resize(x, size).numpy(), meta, precision))
     return np.concatenate(out)
 
 
@@ -155,7 +158,7 @@ def overlay(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
 def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Path,
                    overlays_dir: str | Path | None = None, batch_size: int = 8,
                    progress: bool = True, on_error: str = "stop", classifier: str | Path | None = None,
-                   device: str = "auto") -> dict:
+                   device: str = "auto", precision: str = "auto") -> dict:
     """Segment every DICOM under `dicom_dir` with the transfer run `run_dir`; with `classifier`
     (a `--task classify` run) as a cascade: images it calls negative get an empty mask.
 
@@ -172,6 +175,7 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
     if batch_size < 1:
         raise UserError(f"--batch-size must be >= 1 (got {batch_size})")
     device = resolve_device(device)
+    precision = inference_setup(device, precision)
     model, meta = load_model(run_dir)
     model.to(device)
     gated, cls = 0, None
@@ -200,9 +204,9 @@ def predict_dicoms(run_dir: str | Path, dicom_dir: str | Path, out_csv: str | Pa
         if not batch:
             continue
         films = [img for _, img, _ in batch]
-        masks = binarise(predict_probs(model, run_planes(films, meta), meta), threshold, area, bottom)  # (n, S, S)
+        masks = binarise(predict_probs(model, run_planes(films, meta), meta, precision), threshold, area, bottom)  # (n, S, S)
         if cls is not None:
-            cls_probs = predict_probs(cls, run_planes(films, cls_meta), cls_meta)  # (n,)
+            cls_probs = predict_probs(cls, run_planes(films, cls_meta), cls_meta, precision)  # (n,)
             masks = gate(masks, cls_probs, cls_meta["threshold"])
             gated += int((cls_probs < cls_meta["threshold"]).sum())
         for (path, image, info), mask in zip(batch, masks):

@@ -18,7 +18,7 @@ import pandas as pd
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.engine.config import load_yaml
-from ptxssl.engine.device import resolve_device
+from ptxssl.engine.device import inference_setup, resolve_device
 from ptxssl.bootstrap import paired_bootstrap
 from ptxssl.transfer.metrics import (POSTPROCESS_MODES, binarise, dice_per_image, evaluate, tune_on_val,
                                      tuned_rule)
@@ -28,7 +28,8 @@ from ptxssl.transfer.protocol import run_batch_size, run_rows
 
 
 def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", tta: str = "none",
-            threshold: float = 0.5, batch_size: int | None = None, device: str = "auto") -> dict:
+            threshold: float = 0.5, batch_size: int | None = None, device: str = "auto",
+            precision: str = "auto") -> dict:
     """Tune `postprocess` on the run's val images with `tta`, then score its test images
     (`threshold`: the fixed rule's, as `transfer --threshold`; `batch_size`: default the run's
     own, so its images go through the network in the same batches as when it was scored, and
@@ -43,6 +44,7 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
     if tta not in TTA_MODES:
         raise UserError(f"tta must be one of {', '.join(TTA_MODES)} (got {tta!r})")
     device = resolve_device(device)
+    precision = inference_setup(device, precision)
     unet, meta = load_model(run_dir)
     unet.to(device)
     batch_size = batch_size or run_batch_size(run_dir)
@@ -52,7 +54,7 @@ def rescore(run_dir: str | Path, cache: str | Path, postprocess: str = "tuned", 
         data = CacheDataset(cache, with_masks=True, rows=run_rows(run_dir, cache, split), channels=True)
         if not len(data):
             raise UserError(f"{cache}: no {split} images for {run_dir}; pass the cache the run was trained on")
-        scored[split] = predict_cache(unet, meta, data, batch_size), cache_masks(data, size)
+        scored[split] = predict_cache(unet, meta, data, batch_size, precision), cache_masks(data, size)
     tuned = tune_on_val(postprocess, *scored["val"], threshold=threshold)
     rule = tuned_rule(tuned)
     probs, truth = scored["test"]

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytorch_lightning as pl
-from torch.utils.data import DataLoader
 
 from ptxssl.datasets.cache import cache_channels
 from ptxssl.encoders import NORMALIZATION
+from ptxssl.engine.data import eval_loader
 from ptxssl.engine.trainer import clear_run_dir, prepare_run_dir
 from ptxssl.files import write_csv
 from ptxssl.transfer.classify import classify
@@ -52,14 +52,15 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
         clear_run_dir(out, ("metrics.json", "test_dice.csv", META_FILE, MODEL_DIR, "checkpoints"))  # all top-k
     record_subset(cfg, data, out)
     trainer, epochs, val_loader = fit_best(module, data, cfg, out, ckpt, progress)
-    if trainer.global_rank != 0:
-        return {}
     labelled, test, size = data.labelled, data.test, data.size
-    val_probs, val_masks = predict_loader(module, val_loader, progress, cfg.tta)
+    precision = trainer.runtime["precision"]  # scored as trained
+    val_probs, val_masks = predict_loader(module, val_loader, progress, cfg.tta, precision)
+    test_loader = eval_loader(test, cfg.batch_size, cfg.workers)
+    test_probs, test_masks = predict_loader(module, test_loader, progress, cfg.tta, precision)
+    if trainer.global_rank != 0:  # it scored its shards; rank 0 tunes, scores and writes
+        return {}
     tuned = tune_on_val(cfg.postprocess, val_probs, val_masks, cfg.threshold)
     rule = tuned_rule(tuned)
-    test_loader = DataLoader(test, batch_size=cfg.batch_size, num_workers=cfg.workers)
-    test_probs, test_masks = predict_loader(module, test_loader, progress, cfg.tta)
     scores = evaluate(test_probs, test_masks, *rule)
     dice = dice_per_image(binarise(test_probs, *rule), test_masks)
     metrics = {"test": scores, "val_tuned": tuned, "encoder": init, "frozen_bn": module.frozen_bn,
@@ -75,7 +76,8 @@ def transfer(cfg: TransferConfig, resume: bool = False, overwrite: bool = False,
             "postprocess": tuned["mode"], "threshold": tuned["threshold"],
             "min_area_fraction": tuned["min_area_fraction"], **({"bottom": rule[2]} if rule[2] is not None else {}),
             "tta": cfg.tta, "encoder": init, "channels": cache_channels(cfg.data) if cfg.in_channels == 3 else []}
-    save_model(module.model, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
+    if cfg.save_model:
+        save_model(module.model, out, meta, card=_card(cfg, metrics), metrics=scores, dataset=str(cfg.data))
     return finish_run(cfg, out, metrics)
 
 

@@ -224,8 +224,9 @@ def test_max_steps_shorter_than_an_epoch_still_validates_and_finishes(siim_cache
     out = tmp_path / "short"
     result = CliRunner().invoke(cli, ["transfer", "--encoder", "random", "--data", str(siim_cache), "--out", str(out),
                                       "--max-steps", "3", "--batch-size", "4", "--image-size", "32", "--workers", "0",
-                                      "--patience", "2"])
+                                      "--patience", "2", "--no-save-model"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
+    assert not (out / "model").exists() and not (out / "ptxssl.json").exists()  # --no-save-model: scores only
     assert metrics["steps"] == 3 and metrics["best_epoch"] == 0 and metrics["weights_from_epochs"] == [0]
     assert pd.read_csv(out / "metrics.csv")["val_score"].notna().sum() == 1  # one validation, at the cut
