@@ -8,6 +8,11 @@ Prints images/s for each step and the cache-vs-source ratio, all measured in thi
 The DataLoader comparison reads the same 256 px SIIM images two ways with the same loader
 settings: from the HDF5 cache (what training does) and by decoding the DICOM and letterboxing
 it on every access (what training would do without `prepare`).
+
+`--loader-sizes 256,512 --loader-count 2000` adds the cache's own overhead: ptxssl's
+CacheDataset (image, index, labels) beside a bare h5py Dataset that reads the same rows as
+float tensors, through the same DataLoader (batch 32, shuffled, 0 and --workers workers), in
+the same run, on caches of that many ChestX-ray14-format images at each size.
 """
 from __future__ import annotations
 
@@ -16,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import h5py
 import torch
 from torch.utils.data import DataLoader, Dataset
 
@@ -39,6 +45,23 @@ class SourceDataset(Dataset):
         return {"image": torch.from_numpy(letterbox(image, self.size)).unsqueeze(0)}
 
 
+class BareH5(Dataset):
+    """The floor: one h5py read per image and the uint8 -> float conversion, nothing else."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.h5 = path, None
+        with h5py.File(path, "r") as h5:
+            self.n = len(h5["images"])
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        if self.h5 is None:  # opened in each worker, after the fork
+            self.h5 = h5py.File(self.path, "r")
+        return {"image": torch.from_numpy(self.h5["images"][i]).float().div_(255)[None]}
+
+
 def loader_rate(ds: Dataset, workers: int, batch: int = 32, epochs: int = 2) -> float:
     """Images/s through a shuffling DataLoader (first epoch included: no warm cache tricks)."""
     loader = DataLoader(ds, batch_size=batch, shuffle=True, num_workers=workers,
@@ -56,7 +79,11 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--prepare-count", type=int, default=200, help="1024 px DICOMs to prepare")
     ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--loader-sizes", default="", help="e.g. 256,512: CacheDataset vs bare h5py at these sizes")
+    ap.add_argument("--loader-count", type=int, default=2000, help="images per --loader-sizes cache")
     args = ap.parse_args()
+    if args.loader_sizes:
+        return loader_overhead([int(v) for v in args.loader_sizes.split(",")], args.loader_count, args.workers)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         t0 = time.perf_counter()
@@ -80,6 +107,20 @@ def main() -> None:
             c, s = loader_rate(cache, workers), loader_rate(source, workers)
             print(f"DataLoader {args.size}px, {workers} workers: cache {c:,.0f} images/s, "
                   f"decoding sources {s:,.0f} images/s, ratio {c / s:.1f}x")
+
+
+def loader_overhead(sizes: list[int], count: int, workers: int) -> None:
+    print("| size | images | workers | CacheDataset img/s | bare h5py img/s | ratio |")
+    print("|---|---|---|---|---|---|")
+    for size in sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            tmp = Path(tmp)
+            synthesize(tmp, count=count, size=size, formats=("chestxray14",), workers=workers, progress=False)
+            prepare(tmp / "chestxray14", "chestxray14", tmp / "c.h5", size=size, workers=workers, progress=False)
+            for w in (0, workers):
+                bare = loader_rate(BareH5(tmp / "c.h5"), w, epochs=1)
+                ours = loader_rate(CacheDataset(tmp / "c.h5"), w, epochs=1)
+                print(f"| {size} | {count} | {w} | {ours:,.0f} | {bare:,.0f} | {ours / bare:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

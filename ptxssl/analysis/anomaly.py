@@ -28,7 +28,7 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
-from ptxssl.analysis.cluster import REG_COVAR, one_blas_thread, parse_pca, reduce
+from ptxssl.analysis.cluster import REG_COVAR, parse_pca, reduce
 from ptxssl.analysis.store import Embeddings, read_embeddings
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path, write_json
@@ -156,8 +156,7 @@ def score(emb: Embeddings, cfg: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:
     need = {"gmm": 5 * (cfg.components + 1), "knn": cfg.k + 1, "recon": 1}[cfg.method]  # gmm: 5 folds
     if ref.sum() < need:
         raise UserError(f"--reference {cfg.reference}: {int(ref.sum())} images, {cfg.method} needs at least {need}")
-    with one_blas_thread():
-        return np.asarray(fit(emb, ref, cfg), np.float64), ref
+    return np.asarray(fit(emb, ref, cfg), np.float64), ref
 
 
 def _detection(scores: np.ndarray, positive: np.ndarray, flagged: np.ndarray) -> dict:

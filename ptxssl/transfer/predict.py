@@ -33,6 +33,7 @@ import io
 from collections import Counter
 from pathlib import Path
 
+import h5py
 import numpy as np
 import torch
 from PIL import Image
@@ -98,9 +99,14 @@ def predict_cache(model: torch.nn.Module, meta: dict, data: CacheDataset, batch_
 
 
 def cache_masks(data: CacheDataset, size: int, batch_size: int = 64) -> np.ndarray:
-    """(N, size, size) bool truth masks of `data` (built with_masks) at a run's size (nearest)."""
-    return np.concatenate([resize(batch["mask"], size, nearest=True)[:, 0].numpy() > 0.5
-                           for batch in DataLoader(data, batch_size=batch_size)])
+    """(N, size, size) bool truth masks of `data` (built with_masks) at a run's size (nearest),
+    read from the cache's masks alone (its images are not decoded for them)."""
+    rows = np.asarray(data.rows)  # increasing, as h5py's fancy indexing needs
+    with h5py.File(data.path, "r") as h5:
+        masks = h5["masks"]
+        return np.concatenate([
+            resize(torch.from_numpy(masks[rows[i:i + batch_size]]).float()[:, None], size, nearest=True)[:, 0].numpy()
+            > 0.5 for i in range(0, len(rows), batch_size)] or [np.zeros((0, size, size), bool)])
 
 
 def run_planes(films: list[np.ndarray], meta: dict) -> np.ndarray:

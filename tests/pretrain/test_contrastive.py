@@ -46,7 +46,8 @@ def test_step_outputs_and_embed(name, films):
     if name == "simclr":
         assert out["negatives"].item() == 2 * 8 - 2
     if name == "moco":
-        assert out["negatives"].item() == 64
+        assert out["negatives"].item() == 8 - 1  # the queue is empty: the batch's other keys
+        assert step(method, films[8:16], 1)["negatives"].item() == 8  # then the 8 real keys queued
     method.eval()
     with torch.no_grad():
         assert method.embed(films[:5]).shape == (5, 512)  # the pooled encoder feature, not the projection
@@ -81,13 +82,24 @@ def test_ntxent_reference_value_and_identical_views_beat_random_views():
     assert method.criterion(a, a + 0.05 * b).item() < method.criterion(a, b).item() - 1.0
 
 
-def test_moco_loss_reference_value_uses_the_queue_as_negatives():
+def test_moco_loss_reference_value_uses_only_real_keys_of_the_queue_as_negatives():
+    """Orthonormal queries equal to their keys, cos 0 with every negative: loss =
+    -log(e^(1/t) / (e^(1/t) + negatives)); negatives = the filled part of the queue, or the
+    batch's other keys while it is empty (lightly's bank would count its 32 random vectors)."""
     method = make("moco", queue_size=32)
     t, n = method.cfg.temperature, 8
-    method.criterion.memory_bank.bank.zero_()  # cos 0 with every queued key
     q = torch.eye(n, 128)
-    expected = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 32))
-    assert method.criterion(q, q.clone()).item() == pytest.approx(expected, rel=1e-5)
+
+    def expected(negatives: int) -> float:
+        return -math.log(math.exp(1 / t) / (math.exp(1 / t) + negatives))
+
+    assert method.criterion(q, q.clone()).item() == pytest.approx(expected(n - 1), rel=1e-5)
+    method.criterion.memory_bank.bank[:8] = torch.eye(8, 128).roll(64, dims=1)  # 8 keys orthogonal to q
+    method.criterion.filled.fill_(8)
+    assert method.criterion(q, q.clone()).item() == pytest.approx(expected(8), rel=1e-5)
+    method.criterion.memory_bank.bank.zero_()
+    method.criterion.filled.fill_(32)
+    assert method.criterion(q, q.clone()).item() == pytest.approx(expected(32), rel=1e-5)
     assert int(method.criterion.memory_bank.bank_ptr) == 0  # no grad: evaluated, not enqueued
 
 
@@ -189,14 +201,51 @@ def test_moco_queue_fills_and_is_kept_in_checkpoints(films):
     method = make("moco", queue_size=32)
     step(method, films[:16], 0)
     bank = method.criterion.memory_bank
-    assert int(bank.bank_ptr) == 16
+    assert int(bank.bank_ptr) == 16 and int(method.criterion.filled) == 16
     torch.testing.assert_close(bank.bank[:16].norm(dim=1), torch.ones(16))  # normalised keys
     state = method.state_dict()
-    assert "criterion.memory_bank.bank" in state and "criterion.memory_bank.bank_ptr" in state
+    assert {"criterion.memory_bank.bank", "criterion.memory_bank.bank_ptr", "criterion.filled"} <= set(state)
     fresh = make("moco", queue_size=32)
     fresh.load_state_dict(state)
     assert torch.equal(fresh.criterion.memory_bank.bank, bank.bank)
-    assert int(fresh.criterion.memory_bank.bank_ptr) == 16
+    assert int(fresh.criterion.memory_bank.bank_ptr) == 16 and int(fresh.criterion.filled) == 16
+    for _ in range(2):  # 48 keys through a queue of 32: full, and it stays full
+        step(method, films[16:], 1)
+    assert int(method.criterion.filled) == 32
+    old = {k: v for k, v in state.items() if k != "criterion.filled"}  # a checkpoint from before `filled`
+    fresh.load_state_dict(old)
+    assert int(fresh.criterion.filled) == 32  # its whole queue counts, as it did when it was written
+
+
+def test_moco_split_bn_normalises_each_group_on_its_own(films):
+    """Training, --bn-splits 2: a query depends on the images of its own half of the batch only;
+    with one group, on the whole batch."""
+    for splits, independent in ((2, True), (1, False)):
+        method = make("moco", queue_size=32, bn_splits=splits).train()
+        x = films[:8].clone()
+        with torch.no_grad():
+            before = method._grouped(method.encoder, method.head, x)
+            x[4:] = films[8:12]  # the second half changes
+            after = method._grouped(method.encoder, method.head, x)
+        assert torch.allclose(before[:4], after[:4], atol=1e-5) is independent
+
+
+def test_moco_keys_are_shuffled_between_groups_and_put_back_in_order(films, monkeypatch):
+    """With one BN group the key network is permutation-equivariant, so the keys of a step must
+    equal the key network on the unshuffled views, row for row (a wrong un-shuffle would
+    permute them); with two groups they differ (a key's group is not its query's)."""
+    for splits, same in ((1, True), (2, False)):
+        method = make("moco", queue_size=32, bn_splits=splits).train()
+        seen = {}
+        monkeypatch.setattr(method.criterion, "forward", lambda q, k: seen.setdefault("key", k) .sum() * 0)
+        step(method, films[:8], 3)
+        g = torch.Generator().manual_seed(3)
+        method.augment(films[:8], g)  # the query's view
+        views = method.augment(films[:8], g)
+        with torch.no_grad():
+            plain = method._grouped(method.encoder_momentum, method.head_momentum, views)
+        # float32 BatchNorm sums over the batch in another order: ~1e-6 relative
+        assert torch.allclose(seen["key"], plain, atol=1e-4) is same
 
 
 # --- 2-process DDP (gloo, CPU): the losses see the global batch ------------------------------
@@ -221,7 +270,7 @@ def _ddp_worker(rank: int, world: int, init: str, out_dir: str) -> None:
             queue_error = str(e)
         step(moco, x, 0)
         result = {"negatives": out["negatives"].item(), "local_loss": local,
-                  "bank_ptr": int(moco.criterion.memory_bank.bank_ptr),
+                  "bank_ptr": int(moco.criterion.memory_bank.bank_ptr), "filled": int(moco.criterion.filled),
                   "bank": moco.criterion.memory_bank.bank[:8].tolist(), "queue_error": queue_error}
         with open(f"{out_dir}/rank{rank}.json", "w") as f:
             json.dump(result, f)
@@ -242,6 +291,6 @@ def test_two_processes_contrast_the_global_batch(tmp_path):
     z0, z1 = torch.randn(8, 16, generator=g), torch.randn(8, 16, generator=g)
     single = NTXentLoss(temperature=SimCLRConfig().temperature)(z0, z1).item()
     assert (r0["local_loss"] + r1["local_loss"]) / 2 == pytest.approx(single, rel=1e-5)
-    assert r0["bank_ptr"] == r1["bank_ptr"] == 8  # the keys of both processes were enqueued
+    assert r0["bank_ptr"] == r1["bank_ptr"] == r0["filled"] == 8  # the keys of both processes were enqueued
     assert r0["bank"] == r1["bank"]  # one global queue
     assert "2 process" in r0["queue_error"] and "--queue-size 16" in r0["queue_error"]
