@@ -4,14 +4,14 @@
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python scripts/bench_all.py --full     # the docstrings' commands: ~1.5 h
     .venv/bin/python scripts/bench_all.py --smoke --out /tmp/BENCH.md        # ~1 min: checks the plumbing only
 
-Runs scripts/bench_data.py, bench_pretrain.py and bench_analysis.py, each as its own
-subprocess (a fresh process, so its memory peak and thread pools are its own), streams their
+Runs scripts/bench_data.py (twice: the data path, the loader's overhead), bench_pretrain.py,
+bench_device.py (on the CPU) and bench_analysis.py, each as its own subprocess (a fresh process, so its memory peak and thread pools are its own), streams their
 output to the console and turns it into Markdown tables. Every figure is shown beside the
 baseline the benchmark measured in the same run, and as their ratio: a number from this
 machine means little on another, a ratio against a plain run on the same machine at the same
-moment travels. A GPU section runs bench_pretrain at 224 px with `--accelerator gpu
---precision auto` when `torch.cuda.is_available()`, and says plainly that no GPU was
-available otherwise.
+moment travels. A GPU section runs bench_device.py's GPU table (224 / 512 px, fp32 and mixed
+precision) when `torch.cuda.is_available()`, and says plainly that no GPU was available
+otherwise.
 
 Options of a benchmark pass through: `--pretrain-args "--methods simclr --steps 50"` is
 appended after the preset's arguments, and the benchmark's argparse keeps the last value.
@@ -38,25 +38,33 @@ from pathlib import Path
 from ptxssl.files import write_text
 
 REPO = Path(__file__).resolve().parents[1]
-SCRIPTS = {"data": "bench_data.py", "pretrain": "bench_pretrain.py", "analysis": "bench_analysis.py",
-           "gpu": "bench_pretrain.py"}
-TITLES = {"data": "Data path", "pretrain": "Pretraining loop (CPU)", "analysis": "Embedding analysis",
-          "gpu": "Pretraining loop (GPU, mixed precision)"}
-GPU_ARGS = "--methods ae,vae,simclr --size 224 --accelerator gpu --precision auto"
+SCRIPTS = {"data": "bench_data.py", "loader": "bench_data.py", "pretrain": "bench_pretrain.py",
+           "device": "bench_device.py", "analysis": "bench_analysis.py", "gpu": "bench_device.py"}
+TITLES = {"data": "Data path", "loader": "Loader overhead", "pretrain": "Pretraining loop (CPU)",
+          "device": "Memory format and the UNet on the CPU", "analysis": "Embedding analysis",
+          "gpu": "GPU: fp32 and mixed precision, channels-last"}
+CPU_DEVICE = "--device cpu --pretrain-size 64 --unet-size 128 --pretrain-batch 16 --unet-batch 8"
 PRESETS = {  # section -> arguments; `full` = the commands in each script's docstring
     "smoke": {"data": "--count 16 --size 64 --prepare-count 8",
+              "loader": "--loader-sizes 64 --loader-count 64",
               "pretrain": "--methods ae --size 32 --batch-size 8 --steps 4 --images 48",
+              "device": "--device cpu --pretrain-size 32 --unet-size 32 --pretrain-batch 8 --unet-batch 4 "
+                        "--steps 4 --images 48",
               "analysis": "--sizes 1000 --steps kmeans",
-              "gpu": GPU_ARGS.replace("ae,vae,simclr", "ae") + " --batch-size 8 --steps 5 --images 64"},
+              "gpu": "--steps 5 --images 200"},
     "small": {"data": "--count 200 --size 256 --prepare-count 50",
+              "loader": "--loader-sizes 256,512 --loader-count 2000",
               "pretrain": "--methods ae,vae,simclr --size 64 --steps 15 --images 800",
+              "device": CPU_DEVICE + " --steps 12 --images 400",
               "analysis": "--sizes 10000",
-              "gpu": GPU_ARGS + " --steps 15 --images 800"},
+              "gpu": ""},  # bench_device's defaults: 224 / 512 px, 25 steps (scripts/gpu_check.sh)
     # --images 1600: bench_pretrain's advice, the 30 timed steps fit in one epoch (as in the README)
     "full": {"data": "--count 2000 --size 256 --prepare-count 200",
+             "loader": "--loader-sizes 256,512 --loader-count 2000",
              "pretrain": "--methods ae,vae,simclr --size 64 --steps 30 --images 1600",
+             "device": CPU_DEVICE + " --steps 20 --images 800",
              "analysis": "--sizes 10000,50000,112120",
-             "gpu": GPU_ARGS + " --steps 30 --images 1600"},
+             "gpu": ""},
 }
 READING = {
     "data": "Ratio = reading the HDF5 cache / decoding the DICOM on every access, same loader settings "
@@ -64,10 +72,18 @@ READING = {
             "absolute rates on this machine.",
     "pretrain": "Ratio = ptxssl's engine (Lightning, checkpoints, logging) / a hand-written loop around the "
                 "same method, steady state (1.00 = the engine costs nothing; higher = faster than plain).",
-    "analysis": "Ratio = ptxssl's time / the plain scikit-learn or umap-learn call on the same data "
-                "(lower = faster than plain). ARI is against the planted clusters.",
+    "analysis": "Ratio = ptxssl's time / the bare scikit-learn or umap-learn calls doing the same work on the same "
+                "data (same standardisation, solver, inits, seeds), in the same process (lower = faster than "
+                "plain). ARI is against the planted clusters.",
 }
-READING["gpu"] = READING["pretrain"]
+READING["loader"] = ("Ratio = ptxssl's CacheDataset / a bare h5py Dataset reading the same rows as float tensors, "
+                     "same DataLoader (batch 32, shuffled), same run (1.00 = the cache costs nothing over h5py).")
+READING["device"] = ("ptxssl's engine beside a plain PyTorch loop on the same model, batch and data, channels-last "
+                     "(the default); `auto` precision is 32-true on the CPU, so there is no mixed-precision row. The "
+                     "last table measures the memory-format default itself.")
+READING["gpu"] = READING["device"].split(";")[0] + ", fp32 and mixed precision; peak GPU memory; post-fit " \
+    "evaluation of the trained UNet on the device."
+PASS_THROUGH = ("analysis", "loader", "device", "gpu")  # scripts that print their own Markdown tables
 
 
 @dataclass
@@ -143,8 +159,11 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 def to_markdown(name: str, lines: list[str]) -> tuple[list[str], list[str]]:
     """(Markdown lines, lines not understood) for one benchmark's stdout."""
     rows, other, text = [], [], []
-    if name == "analysis":
-        return [ln for ln in lines if ln.startswith("|")], [ln for ln in lines if ln.strip() and not ln.startswith("|")]
+    if name in PASS_THROUGH:
+        tables = [ln for ln in lines if ln.startswith("|") or ln.startswith("Device:") or not ln.strip()]
+        while tables and not tables[0].strip():
+            tables.pop(0)
+        return tables, [ln for ln in lines if ln.strip() and not (ln.startswith("|") or ln.startswith("Device:"))]
     for ln in lines:
         if name == "data" and (m := DATA_RATE.match(ln)):
             rows.append([m["what"], m["rate"], "—", "—", "— (no baseline)"])
@@ -194,7 +213,8 @@ def render(info: dict, preset: str, sections: list[Section], pending: list[str],
             out += ["", "Other output:", "", "```", *other, "```"]
     if not gpu and "gpu" not in pending:
         no_gpu = ("**No GPU was available on this machine** (`torch.cuda.is_available()` is False), so no GPU "
-                  f"figure was measured. With one, this section runs `bench_pretrain.py {PRESETS[preset]['gpu']}`.")
+                  f"figure was measured. With one, this section runs `{' '.join(['bench_device.py', PRESETS[preset]['gpu']]).strip()}` "
+                  "(as `bash scripts/gpu_check.sh` does).")
         out += ["", f"## {TITLES['gpu']}", "", no_gpu]
     return "\n".join(out) + "\n"
 
@@ -208,8 +228,8 @@ def main() -> None:
                       help="The commands in each benchmark's docstring (about 1.5 h on 2 cores).")
     ap.set_defaults(preset="small")
     ap.add_argument("--out", type=Path, default=Path("BENCHMARKS.md"), help="Markdown file to write.")
-    ap.add_argument("--only", default="data,pretrain,analysis,gpu", help="Comma-separated subset of sections.")
-    for name in ("data", "pretrain", "analysis", "gpu"):
+    ap.add_argument("--only", default=",".join(SCRIPTS), help="Comma-separated subset of sections.")
+    for name in SCRIPTS:
         ap.add_argument(f"--{name}-args", default="", metavar="ARGS",
                         help=f"Extra arguments for {SCRIPTS[name]} (quoted), after the preset's.")
     args = ap.parse_args()

@@ -16,6 +16,7 @@ with the default memory format, which is what `--channels-last` defaults to.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -150,7 +151,7 @@ def main() -> None:
                                      args.steps, accelerator, precision)
                 lines.append(f"| {method} {args.pretrain_size} px, batch {args.pretrain_batch} | {precision} | "
                              f"{engine:,.1f} | {plain:,.1f} | {engine / plain:.2f} | {peak_mb(device)} | {plain_mem} | — |")
-                print(lines[-1], flush=True)
+                print(lines[-1], file=sys.stderr, flush=True)  # progress; the table goes to stdout
             reset_peak(device)
             plain = unet_plain(siim, args.unet_size, args.unet_batch, args.steps, device, precision)
             plain_mem = peak_mb(device)
@@ -160,7 +161,7 @@ def main() -> None:
             lines.append(f"| UNet-R34 transfer {args.unet_size} px, batch {args.unet_batch} | {precision} | "
                          f"{engine:,.1f} | {plain:,.1f} | {engine / plain:.2f} | {peak_mb(device)} | {plain_mem} | "
                          f"{eval_s:.1f} |")
-            print(lines[-1], flush=True)
+            print(lines[-1], file=sys.stderr, flush=True)
         if device == "cpu":  # the memory-format default, measured where it is least obvious
             lines += ["", "| UNet-R34 on the CPU | channels-last img/s | default layout img/s | ratio |",
                       "|---|---|---|---|"]
@@ -169,7 +170,7 @@ def main() -> None:
             lines.append(f"| {args.unet_size} px, batch {args.unet_batch}, plain loop | {fast:.1f} | {slow:.1f} | "
                          f"{fast / slow:.2f} |")
     text = "\n".join(lines)
-    print("\n" + text)
+    print(text)
     if args.out:
         args.out.write_text(text + "\n")
 

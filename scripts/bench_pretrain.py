@@ -130,7 +130,7 @@ def main() -> None:
         cache = tmp / "c.h5"
         prepare(tmp / "chestxray14", "chestxray14", cache, size=args.size, workers=2, progress=False)
         print(f"{args.size} px, batch {args.batch_size}, {args.steps} steps, {torch.get_num_threads()} threads, "
-              f"{args.accelerator}, {args.precision}")
+              f"{args.accelerator}, {precision}")
         # the first loop in a process runs slower (allocator, caches): one untimed warm-up run
         plain_loop(args.methods.split(",")[0], cache, args.size, args.batch_size, WARMUP + 5, device, precision)
         for name in args.methods.split(","):

@@ -9,6 +9,8 @@ finding) next to a random-init encoder, with the same probes:
 
 `--methods ae:3000,simclr` gives one method its own step count; `--augment moco-cxr` trains the
 two-view methods on MoCo-CXR's views (its runs are kept apart from the standard ones).
+`pseudo` trains on pseudo-labels made here as the demo makes them: the --pseudo-from run's
+embeddings (default vae, listed before it), PCA to 90 % of the variance, a 14-component GMM.
 `--work DIR` keeps the cache and the runs: a finished run is reused, an interrupted one resumes
 from its last checkpoint, so a long table can be built over several sessions. `supervised`
 (the 14 weak labels) is allowed as a reference: what a probe reaches when the encoder was
@@ -41,7 +43,7 @@ from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.files import write_text
 from ptxssl.analysis.embed import load_embedder
-from ptxssl.analysis.probe import probe_encoders, table
+from ptxssl.analysis.probe import own_heads, probe_encoders, table
 from ptxssl.encoders import WEIGHTS_FILE
 from ptxssl.engine.trainer import CHECKPOINT
 from ptxssl.pretrain.methods import get_method
@@ -60,17 +62,35 @@ def make_cache(work: Path, args: argparse.Namespace) -> Path:
     return cache
 
 
-def train_run(name: str, steps: int, cache: Path, work: Path, args: argparse.Namespace) -> tuple[str, Path, float]:
+def pseudo_labels(source: Path, cache: Path, work: Path) -> Path:
+    """labels.csv of a 14-component GMM on the PCA-90 % embeddings of the run `source`."""
+    from ptxssl.analysis.cluster import run_cluster
+    from ptxssl.analysis.embed import embed_cache
+
+    folder = work / "pseudo-labels" / source.name
+    if not (folder / "labels.csv").is_file():
+        embed_cache(str(source), cache, folder / "embeddings.h5", progress=False)
+        run_cluster(folder / "embeddings.h5", folder, "gmm", pca=0.9, n_clusters=14, umap=False)
+    return folder / "labels.csv"
+
+
+def train_run(name: str, steps: int, cache: Path, work: Path, args: argparse.Namespace,
+              done: dict[str, Path]) -> tuple[str, Path, float]:
     """(table label, run folder, seconds its training took) of `name` after `steps` steps; a
-    finished run is reused, and a resumed one counts the resumed part only."""
+    finished run is reused, and a resumed one counts the resumed part only. `done`: the runs
+    made so far, by method (pseudo's labels come from one of them)."""
     views = args.augment if issubclass(get_method(name), TwoViewMethod) and args.augment != "standard" else ""
     out = work / "runs" / (f"{name}-{steps}-{views}" if views else f"{name}-{steps}")
     timing = out / "seconds.txt"
+    extra = {"augment": views} if views else {}
+    if name == "pseudo":
+        if args.pseudo_from not in done:
+            raise SystemExit(f"pseudo needs --pseudo-from {args.pseudo_from} listed before it in --methods")
+        extra["labels"] = str(pseudo_labels(done[args.pseudo_from], cache, work))
     if not (out / WEIGHTS_FILE).is_file():
         cfg, mcfg = resolve_config(name, None, {
             "data": str(cache), "out": str(out), "max_steps": steps, "epochs": 100_000,
-            "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2,
-            **({"augment": views} if views else {})})
+            "batch_size": args.batch_size, "seed": args.seed, "probe": args.curve, "workers": 2, **extra})
         t0 = time.perf_counter()
         pretrain(cfg, mcfg, resume=(out / CHECKPOINT).is_file(), progress=args.progress)
         write_text(timing, f"{time.perf_counter() - t0:.1f}\n")
@@ -114,6 +134,7 @@ def main() -> None:
     ap.add_argument("--per-finding", action="store_true", help="also print each finding's AUROC")
     ap.add_argument("--augment", default="standard", help="view augmentation of SimCLR / MoCo / BYOL")
     ap.add_argument("--progress", action="store_true", help="show the training progress bars")
+    ap.add_argument("--pseudo-from", default="vae", help="the method whose embeddings pseudo's labels cluster")
     ap.add_argument("--curve", action="store_true",
                     help="log the trainer's own probe (val split) every epoch; print it against steps "
                          "(and plot it to WORK/probe_curve.png)")
@@ -122,11 +143,12 @@ def main() -> None:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         cache = make_cache(work, args)
-        encoders, seconds, curves = {"random": "random"}, {}, {}
+        encoders, seconds, curves, done = {"random": "random"}, {}, {}, {}
         for item in args.methods.split(","):
             name, _, steps = item.partition(":")
             steps = int(steps or args.steps)
-            label, out, took = train_run(name, steps, cache, work, args)
+            label, out, took = train_run(name, steps, cache, work, args, done)
+            done[name] = out
             encoders[f"{label} ({steps})"], seconds[f"{label} ({steps})"] = str(out), took
             curves[f"{label} ({steps})"] = probe_curve(out)
         # every encoder the way `ptxssl probe` reads it: same images, BatchNorm re-estimated on the
@@ -142,6 +164,7 @@ def main() -> None:
     print("CPU time of each pretraining: " + ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items()))
     text, _ = table(rows, labels, names, "random")
     print("\n" + (text if args.per_finding else text.split("\n\nlinear probe AUROC per label")[0] + "\n"))
+    print(own_heads(encoders))
     curves = {run: curve for run, curve in curves.items() if curve}
     if curves:
         print(f"\nthe trainer's probe (val split) on the random-init encoder: {curve_reference:.3f}")

@@ -52,6 +52,8 @@ def test_pretrain_lines_become_a_table_with_the_ratios(bench):
 
 def test_analysis_table_passes_through(bench):
     assert bench.to_markdown("analysis", ["noise", *ANALYSIS_OUT]) == (ANALYSIS_OUT, ["noise"])
+    device = ["Device: CPU, 2 threads; torch 2.x", "", *ANALYSIS_OUT, "", "| a | b |", "|---|---|"]
+    assert bench.to_markdown("device", ["", *device, "warning: x"]) == (device, ["warning: x"])
 
 
 def test_render_states_the_machine_status_and_a_missing_gpu(bench):
@@ -78,9 +80,12 @@ def test_smoke_run_writes_every_section(tmp_path):
                           env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     page = out.read_text()
-    for heading in ("## Data path", "## Pretraining loop (CPU)", "## Embedding analysis",
-                    "## Pretraining loop (GPU, mixed precision)"):
+    for heading in ("## Data path", "## Loader overhead", "## Pretraining loop (CPU)",
+                    "## Memory format and the UNet on the CPU", "## Embedding analysis",
+                    "## GPU: fp32 and mixed precision, channels-last"):
         assert heading in page
+    assert "| 64 | 64 | 0 |" in page  # the loader at 64 px, 64 images, 0 workers, beside bare h5py
+    assert "| UNet-R34 transfer 32 px, batch 4 | 32-true |" in page and "channels-last img/s" in page
     assert "| status | complete |" in page and "| cores |" in page and "| torch |" in page
     assert page.count("×** |") == 2  # the two DataLoader ratios
     assert "| ae |" in page and "| kmeans | 1000 |" in page

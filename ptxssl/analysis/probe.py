@@ -28,7 +28,7 @@ import torch
 from ptxssl.analysis.embed import load_embedder
 from ptxssl.bootstrap import auroc_difference, auroc_rows
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.encoders import fit_images, grid
+from ptxssl.encoders import INITS, fit_images, grid, read_meta, resolve_encoder_path
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn
 from ptxssl.engine.device import autocast, inference_setup, resolve_device
 from ptxssl.errors import UserError
@@ -156,5 +156,23 @@ def run_probe(encoders: dict[str, str], cache: str | Path, out: str | Path, refe
               f"features {options.get('features', 'pooled')}): mean AUROC; Δ with a paired bootstrap 95 % "
               "interval over the held-out images.\n\n")
     write_csv(out / "results.csv", ["encoder", "spec", "bn", "probe", "label", "auroc"], csv_rows)
+    text += own_heads(encoders)
     write_text(out / "table.md", header + text)
     return header + text
+
+
+def own_heads(encoders: dict[str, str]) -> str:
+    """Lines for the encoders that come with their own classifier (`supervised` runs): its mean
+    AUROC on the cache's val and test splits (encoder.json `head_auroc`), the network's own
+    score to read beside the probes of its frozen features."""
+    lines = []
+    for name, spec in encoders.items():
+        if spec in INITS or spec.startswith("imagenet:"):
+            continue
+        meta = read_meta(resolve_encoder_path(spec))
+        if meta.get("head_auroc"):
+            scores = ", ".join(f"{split} {value:.3f}" for split, value in meta["head_auroc"].items())
+            lines.append(f"- {name}: its own head's mean AUROC {scores} (best epoch {meta.get('best_epoch', '?')} by "
+                         f"val, on the cache it was trained on: {meta.get('data', {}).get('path', '?')})")
+    return ("\n\nOwn classifier heads, beside the probes of the same encoders:\n\n" + "\n".join(lines) + "\n"
+            if lines else "")

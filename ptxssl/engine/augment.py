@@ -52,6 +52,14 @@ class AugmentConfig:
 AUGMENT_PRESETS = ("standard", "moco-cxr")
 
 
+def label_augment(hflip: float = 0.0) -> AugmentConfig:
+    """The mild augmentation of training on labels (supervised pretraining, transfer): crops that
+    keep 85-100 % of the image (never cutting a finding out), rotation up to 10 degrees, small
+    shifts and intensity changes, no blur or noise; flips with probability `hflip`."""
+    return AugmentConfig(crop_scale=(0.85, 1.0), crop_ratio=(0.9, 1.1), rotate=10.0, translate=0.05, hflip=hflip,
+                         brightness=0.05, contrast=0.1, gamma=0.1, blur_p=0.0, noise_p=0.0)
+
+
 def augment_preset(name: str, hflip: float = 0.0) -> AugmentConfig:
     """The view augmentation `--augment NAME` selects (UserError naming the choices otherwise).
 

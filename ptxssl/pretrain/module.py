@@ -1,15 +1,19 @@
 """Lightning's view of a pretraining method (ptxssl/pretrain/methods): the engine's base module
-plus the method's step, optimizer and momentum hook."""
+plus the method's step, optimizer and momentum hook; for a method with its own classifier
+(`Method.validates`), that classifier's AUROC on the val split at every epoch end."""
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ptxssl.encoders import fit_images
+from ptxssl.engine.data import gather_shards
 from ptxssl.engine.schedule import warmup_cosine
 from ptxssl.engine.trainer import EngineModule
 from ptxssl.pretrain.methods.base import Method
+from ptxssl.pretrain.probe import mean_label_auroc
 
 
 class MethodModule(EngineModule):
@@ -49,3 +53,22 @@ class MethodModule(EngineModule):
             total = max(int(self.trainer.estimated_stepping_batches), 1)
             scheduler = {"scheduler": warmup_cosine(optimizer, total, cfg.warmup), "interval": "step"}
         return {"optimizer": optimizer, "lr_scheduler": scheduler} if scheduler else optimizer
+
+
+class ValidatedModule(MethodModule):
+    """A method with its own classifier (supervised): `val_auroc`, the mean AUROC of its head on
+    the val split (every image once under DDP, `eval_loader`), logged at each epoch end; the
+    run keeps the best epoch by it."""
+
+    def on_validation_epoch_start(self) -> None:
+        self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        probs = torch.sigmoid(self.method.logits(self.adapt(batch["image"])).float())  # (n, K)
+        self._val.append((probs.cpu(), batch["target"].float().cpu()))
+
+    def on_validation_epoch_end(self) -> None:
+        n = len(self.trainer.val_dataloaders.dataset)
+        probs, targets = (gather_shards(torch.cat(t).numpy(), n) for t in zip(*self._val))
+        auroc = mean_label_auroc(probs, targets)
+        self.log("val_auroc", 0.5 if np.isnan(auroc) else auroc, prog_bar=True)  # NaN: a val split of one class

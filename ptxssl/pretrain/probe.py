@@ -93,6 +93,17 @@ def probe_scores(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, va
             for k, p in probe_predictions(train_x, train_y, val_x, val_y, kind).items()}
 
 
+def mean_label_auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """Mean AUROC of (N, K) scores over the label columns whose known (non-NaN) labels hold both
+    classes; NaN if none does (how a classifier's own head is scored beside its probes)."""
+    aurocs = []
+    for k in range(labels.shape[1]):
+        known = ~np.isnan(labels[:, k])
+        if len(np.unique(labels[known, k])) == 2:
+            aurocs.append(roc_auc_score(labels[known, k], scores[known, k]))
+    return float(np.mean(aurocs)) if aurocs else float("nan")
+
+
 def probe_auroc(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                 kind: str = "linear") -> float:
     """Mean of `probe_scores` over the label columns; NaN if no column qualifies."""

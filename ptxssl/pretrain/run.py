@@ -1,13 +1,14 @@
 """`ptxssl pretrain`: build the method, train it with the engine, export the encoder."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import h5py
 import pytorch_lightning as pl
-from pytorch_lightning.callbacks import LearningRateMonitor
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
@@ -16,12 +17,12 @@ from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
 from ptxssl.engine.config import TrainConfig, flat, load_yaml, opt, resolve
-from ptxssl.engine.data import train_loader
+from ptxssl.engine.data import eval_loader, train_loader
 from ptxssl.encoders import META_FILE, WEIGHTS_FILE, check_arch, load_encoder, save_encoder
-from ptxssl.engine.trainer import clear_run_dir, drop_checkpoints, fit, prepare_run_dir
-from ptxssl.pretrain.module import MethodModule
+from ptxssl.engine.trainer import clear_run_dir, drop_checkpoints, fit, on_training_device, prepare_run_dir
+from ptxssl.pretrain.module import MethodModule, ValidatedModule
 from ptxssl.pretrain.methods import Method, MethodConfig, get_method
-from ptxssl.pretrain.probe import ProbeCallback
+from ptxssl.pretrain.probe import ProbeCallback, mean_label_auroc
 
 # the rest of the pretraining model (heads / decoder / momentum copies); its encoder is
 # encoder.safetensors, stored once (files from before 0.1.1 hold it here too, and still load)
@@ -79,23 +80,63 @@ def pretrain(cfg: PretrainConfig, method_cfg: MethodConfig, resume: bool = False
     dataset, num_classes, weights = cls.make_dataset(method_cfg, train)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)  # before the weights are drawn
     method = cls(method_cfg, in_channels=cfg.in_channels, image_size=size, num_classes=num_classes, arch=cfg.arch)
-    module = MethodModule(method, flat(cfg, method_cfg), out)
+    module = (ValidatedModule if cls.validates else MethodModule)(method, flat(cfg, method_cfg), out)
     loader = train_loader(dataset, cfg.batch_size, cfg.workers, cfg.seed, drop_last=True, weights=weights)
     callbacks = [*(callbacks or []), LearningRateMonitor(logging_interval="step")]  # lr-<Optimizer> per step
     if cfg.probe and train.labels is not None:
         callbacks.append(ProbeCallback(cfg.data, bn=cfg.probe_bn))
+    val = cls.validation_dataset(method_cfg, CacheDataset(cfg.data, split="val")) if cls.validates else None
+    best = None
+    if val is not None:  # the best epoch by the method's own val score is the one exported
+        best = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor="val_auroc", mode="max",
+                               save_top_k=1, save_last=False, enable_version_counter=False)
+        callbacks.append(best)
     if overwrite and ckpt is None:
         clear_run_dir(out, (METHOD_FILE, WEIGHTS_FILE, META_FILE))
-    trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress)
+    trainer = fit(module, loader, cfg, out, ckpt, callbacks, progress,
+                  val_loader=None if val is None else eval_loader(val, cfg.batch_size, cfg.workers, persistent=True))
+    extra = _load_best(module, best) if best is not None else {}
     if trainer.global_rank == 0:
-        _export(module, cfg, out, trainer)
+        if cls.validates:
+            extra["head_auroc"] = _head_auroc(on_training_device(module, trainer), cfg, method_cfg)
+        _export(module, cfg, out, trainer, extra)
         if not cfg.keep_checkpoints:  # written last: a kill before this keeps them, and --resume works
             drop_checkpoints(out)
     return out
 
 
-def _export(module: MethodModule, cfg: PretrainConfig, out: Path, trainer: pl.Trainer) -> None:
-    """Figures from a fixed val batch, then the encoder file."""
+def _load_best(module: MethodModule, best: ModelCheckpoint) -> dict:
+    """The best epoch's weights into `module` (every process); {"best_epoch": E} (empty if no
+    validation ran, e.g. --max-steps 0)."""
+    if not best.best_model_path:
+        return {}
+    ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
+    module.load_state_dict(ckpt["state_dict"])
+    return {"best_epoch": int(ckpt["epoch"])}
+
+
+@torch.no_grad()
+def _head_auroc(module: MethodModule, cfg: PretrainConfig, method_cfg: MethodConfig) -> dict[str, float]:
+    """{split: mean AUROC of the method's own head} on val and test: what the network achieves,
+    to read beside a linear probe of its encoder."""
+    module.eval()
+    scores = {}
+    for split in ("val", "test"):
+        data = type(module.method).validation_dataset(method_cfg, CacheDataset(cfg.data, split=split))
+        if data is None:
+            continue
+        probs, targets = [], []
+        for batch in torch.utils.data.DataLoader(data, batch_size=cfg.batch_size):
+            probs.append(torch.sigmoid(module.method.logits(module.adapt(batch["image"].to(module.device)))).float())
+            targets.append(batch["target"].float())
+        auroc = mean_label_auroc(torch.cat(probs).cpu().numpy(), torch.cat(targets).numpy())
+        if not math.isnan(auroc):  # NaN: the split holds one class only
+            scores[split] = round(auroc, 4)
+    return scores
+
+
+def _export(module: MethodModule, cfg: PretrainConfig, out: Path, trainer: pl.Trainer, extra: dict) -> None:
+    """Figures from a fixed val batch, then the encoder file (`extra`: best epoch, head AUROC)."""
     val = CacheDataset(cfg.data, split="val")
     if len(val):
         batch = torch.utils.data.default_collate([val[i] for i in range(min(8, len(val)))])
@@ -108,7 +149,7 @@ def _export(module: MethodModule, cfg: PretrainConfig, out: Path, trainer: pl.Tr
     save_encoder(module.method.encoder, out, {
         "method": cfg.method, "arch": cfg.arch, "in_channels": cfg.in_channels,
         "image_size": module.method.image_size, "data": _data_meta(cfg.data), "epochs": trainer.current_epoch, "steps": trainer.global_step,
-        "seed": cfg.seed, "config": "config.yaml"})
+        "seed": cfg.seed, "config": "config.yaml", **extra})
 
 
 def load_method(run_dir: str | Path) -> Method:

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from torchmetrics import MeanMetric
 from tqdm import tqdm
 
-from ptxssl.engine.augment import AugmentConfig, ChestXrayAugment
+from ptxssl.engine.augment import ChestXrayAugment, label_augment
 from ptxssl.engine.config import flat
 from ptxssl.engine.data import gather_shards
 from ptxssl.engine.device import autocast
@@ -26,9 +26,7 @@ VAL_THRESHOLD = 0.5  # the per-epoch validation score uses a plain threshold; tu
 
 def segmentation_augment(hflip: float) -> ChestXrayAugment:
     """Flips and small affine / intensity changes (no crops that could cut a pneumothorax away)."""
-    return ChestXrayAugment(AugmentConfig(crop_scale=(0.85, 1.0), crop_ratio=(0.9, 1.1), rotate=10.0,
-                                          translate=0.05, hflip=hflip, brightness=0.05, contrast=0.1,
-                                          gamma=0.1, blur_p=0.0, noise_p=0.0))
+    return ChestXrayAugment(label_augment(hflip))
 
 
 def dice_at(probs: torch.Tensor, masks: torch.Tensor, threshold: float = VAL_THRESHOLD) -> torch.Tensor:

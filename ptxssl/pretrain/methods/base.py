@@ -60,6 +60,9 @@ class Method(nn.Module):
     # option -> (the paper's value, where it comes from): `--print-config` notes each departure,
     # most of them forced by CPU-sized runs (small batches, few steps, no LARS)
     paper: ClassVar[dict[str, tuple[object, str]]] = {}
+    # methods with their own classifier (supervised) score it on the val split every epoch and
+    # export the best epoch's encoder: `validation_dataset` gives the val images with targets
+    validates: ClassVar[bool] = False
 
     def __init__(self, cfg: MethodConfig, in_channels: int = 1, image_size: int = 64,
                  num_classes: int = 0, arch: str = DEFAULT_ARCH) -> None:
@@ -75,6 +78,11 @@ class Method(nn.Module):
         """The training dataset, the number of classes for the head (0: none), and per-item
         sampling weights (None: uniform). Label-based methods override this."""
         return train, 0, None
+
+    @classmethod
+    def validation_dataset(cls, cfg: MethodConfig, data: CacheDataset) -> Dataset | None:
+        """`data` (a val or test split) with the targets `validates` scores (None: nothing to score)."""
+        return None
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         """One training step's loss terms; "loss" is the one that is minimised."""
