@@ -180,6 +180,17 @@ class ChannelsLast(pl.Callback):
         pl_module.to(memory_format=torch.channels_last)
 
 
+class ValidateAtMaxSteps(pl.Callback):
+    """A --max-steps that ends inside an epoch: stop there through `trainer.should_stop`, which
+    Lightning answers with a validation at that step; it otherwise validates at epoch ends only,
+    and the last steps would never compete for the best epoch."""
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs, batch,
+                           batch_idx: int) -> None:
+        if 0 < trainer.max_steps <= trainer.global_step:
+            trainer.should_stop = True
+
+
 def training_device(cfg: TrainConfig) -> torch.device:
     """The device type Lightning will train on for --accelerator (auto: CUDA when present)."""
     if cfg.accelerator in ("gpu", "cuda") or (cfg.accelerator == "auto" and torch.cuda.is_available()):
@@ -243,13 +254,16 @@ def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Pat
 
     With `val_loader` and a --max-steps shorter than one epoch, the epoch is cut to those steps,
     so it still ends, and validates: Lightning would otherwise stop mid-epoch with no validation
-    score, which the best-epoch checkpoint and early stopping are conditioned on.
+    score, which the best-epoch checkpoint and early stopping are conditioned on. A --max-steps
+    that ends inside a later epoch validates at its last step too (`ValidateAtMaxSteps`).
     """
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(run_dir / "config.yaml", module.config)
     with quiet_lightning():
-        trainer = make_trainer(cfg, run_dir, callbacks, progress, short_epoch(cfg, loader) if val_loader else None)
+        extra = [ValidateAtMaxSteps()] if val_loader is not None else []
+        trainer = make_trainer(cfg, run_dir, [*callbacks, *extra], progress,
+                               short_epoch(cfg, loader) if val_loader else None)
         if rank_zero_only.rank == 0:
             write_json(run_dir / "runtime.json", {**trainer.runtime, "world_size": trainer.world_size})
             rank_zero_info("runtime: " + ", ".join(f"{k}={v}" for k, v in trainer.runtime.items()))

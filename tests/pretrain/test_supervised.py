@@ -55,3 +55,14 @@ def test_optimizer_is_checked_and_a_short_sgd_run_is_told_what_it_gets(nih_cache
     assert result.exit_code == 0, result.output
     assert "note: --optimizer sgd is the original study's recipe" in result.output
     assert "its own head's mean AUROC" in result.output
+
+
+def test_a_run_that_stops_inside_an_epoch_validates_its_last_step(nih_cache, tmp_path):
+    """--max-steps 7 on 5 batches an epoch: validated after step 5 (the epoch's end) and at step
+    7, so the last weights compete for the best epoch (Lightning alone validates at epoch ends)."""
+    out = tmp_path / "cut"
+    cfg, mcfg = resolve_config("supervised", None, {"data": str(nih_cache), "out": str(out), "max_steps": 7,
+                                                    "batch_size": 8, "workers": 0, "probe": False})
+    pretrain(cfg, mcfg, progress=False)
+    val = pd.read_csv(out / "metrics.csv")[["step", "val_auroc"]].dropna()
+    assert len(val) == 2 and val["step"].tolist()[-1] == 6, val  # the CSV's step: the last step's 0-based index
