@@ -23,13 +23,13 @@ from pathlib import Path
 
 import torch
 
-from bench_pretrain import WARMUP, StepClock, engine_loop, plain_loop, sync
+from bench_pretrain import WARMUP, StepClock, engine_loop, plain_loop, sync, timed_steps
 from ptxssl.datasets.cache import prepare
 from ptxssl.datasets.synth import synthesize
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders import encoder_input
 from ptxssl.engine.data import eval_loader, train_loader
-from ptxssl.engine.device import autocast, resolve_precision
+from ptxssl.engine.device import resolve_precision
 from ptxssl.engine.trainer import fit, on_training_device
 from ptxssl.transfer.config import resolve_config
 from ptxssl.transfer.losses import SegmentationLoss
@@ -94,27 +94,14 @@ def unet_plain(cache: Path, size: int, batch: int, steps: int, device: str, prec
         unet.to(memory_format=torch.channels_last)
     loss_fn, augment = SegmentationLoss(cfg.loss).to(device), segmentation_augment(cfg.hflip)
     optimizer = torch.optim.Adam(unet.parameters(), lr=cfg.lr)
-    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
     loader = train_loader(CacheDataset(cache, with_masks=True, split="train"), batch, 2, 0, drop_last=True)
-    done, t0 = 0, time.perf_counter()
-    while done < steps:
-        for b in loader:
-            x, mask = b["image"].to(device, non_blocking=True), b["mask"].to(device, non_blocking=True)
-            x, mask = augment.with_mask(x, mask, torch.Generator().manual_seed(done))
-            with autocast(torch.device(device), precision):
-                loss = loss_fn(unet(encoder_input(x, None, 1)), mask)["loss"]
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-            done += 1
-            if done == WARMUP:
-                sync(device)
-                t0 = time.perf_counter()
-            if done == steps:
-                break
-    sync(device)
-    return (steps - WARMUP) * batch / (time.perf_counter() - t0)
+
+    def loss(b: dict, done: int) -> torch.Tensor:  # under autocast, as the engine's training_step
+        x, mask = b["image"].to(device, non_blocking=True), b["mask"].to(device, non_blocking=True)
+        x, mask = augment.with_mask(x, mask, torch.Generator().manual_seed(done))
+        return loss_fn(unet(encoder_input(x, None, 1)), mask)["loss"]
+
+    return timed_steps(loader, steps, batch, device, precision, loss, optimizer)
 
 
 def main() -> None:

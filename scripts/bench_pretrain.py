@@ -71,20 +71,32 @@ def plain_loop(name: str, cache: Path, size: int, batch: int, steps: int, device
     if channels_last:
         method.to(memory_format=torch.channels_last)
     optimizer, _ = method.configure_optimizer()
-    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
     loader = train_loader(ds, batch, workers=2, seed=0, drop_last=True)
-    t0 = time.perf_counter()
-    done = 0
+
+    def loss(b: dict, done: int) -> torch.Tensor:
+        b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
+        return method.step({**b, "generator": torch.Generator().manual_seed(done)})["loss"]
+
+    return timed_steps(loader, steps, batch, device, precision, loss, optimizer,
+                       after=lambda done: method.after_step(done / steps))
+
+
+def timed_steps(loader, steps: int, batch: int, device: str, precision: str, loss, optimizer,
+                after=None) -> float:
+    """Images/s of `steps` hand-written optimizer steps: `loss(batch, step)` under autocast in
+    `precision` (a GradScaler for fp16), backward, step, `after(step)`; timed after WARMUP."""
+    scaler = torch.amp.GradScaler(device, enabled=precision == "16-mixed")
+    done, t0 = 0, time.perf_counter()
     while done < steps:
         for b in loader:
-            b = {k: v.to(device, non_blocking=True) for k, v in b.items()}
             with autocast(torch.device(device), precision):
-                loss = method.step({**b, "generator": torch.Generator().manual_seed(done)})["loss"]
+                value = loss(b, done)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            scaler.scale(value).backward()
             scaler.step(optimizer)
             scaler.update()
-            method.after_step(done / steps)
+            if after is not None:
+                after(done)
             done += 1
             if done == WARMUP:
                 sync(device)

@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import pytorch_lightning as pl
 import torch
-from torch.utils.data import Dataset
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.engine import data as engine_data
@@ -25,6 +24,7 @@ from ptxssl.engine.trainer import quiet_lightning
 from ptxssl.transfer.config import resolve_config
 from ptxssl.transfer.model import build_unet
 from ptxssl.transfer.module import SegmentationModule, predict_loader
+from tests.engine.test_data import Rows
 from tests.helpers import synthetic_cache
 
 VAL_IMAGES = 5  # odd: two processes cannot split it evenly, so a padding sampler repeats one
@@ -52,17 +52,6 @@ def _module(cache: Path) -> SegmentationModule:
     return SegmentationModule(unet, cfg, 32).eval()
 
 
-class _Indices(Dataset):
-    def __init__(self, n: int) -> None:
-        self.n = n
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __getitem__(self, i: int) -> dict:
-        return {"index": torch.tensor(i), "x": torch.ones(1)}
-
-
 class _Recorder(pl.LightningModule):
     """Records the dataset rows each training step of each epoch saw."""
 
@@ -72,8 +61,8 @@ class _Recorder(pl.LightningModule):
         self.seen: dict[int, list[int]] = {}
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        self.seen.setdefault(self.current_epoch, []).extend(batch["index"].tolist())
-        return self.w(batch["x"]).sum()
+        self.seen.setdefault(self.current_epoch, []).extend(batch["index"].tolist())  # Rows: item i says i
+        return self.w(batch["image"][:, :, 0, 0]).sum()
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=0.0)
@@ -89,7 +78,7 @@ def _worker(rank: int, port: int, cache: str, out: str) -> None:
         score = _trainer(2).validate(module, eval_loader(val, 2, 0), verbose=False)[0]["val_score"]
         probs, masks = predict_loader(module, eval_loader(val, 2, 0))
         recorder = _Recorder()
-        _trainer(2, max_epochs=2).fit(recorder, train_loader(_Indices(8), 2, 0, seed=0, drop_last=True))
+        _trainer(2, max_epochs=2).fit(recorder, train_loader(Rows(8), 2, 0, seed=0, drop_last=True))
     result = {"val_score": score, "probs": probs.tolist(), "masks": masks.tolist(), "seen": recorder.seen}
     Path(out, f"rank{rank}.json").write_text(json.dumps(result))
 
