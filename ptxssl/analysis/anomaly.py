@@ -4,6 +4,20 @@ Scorers (the `SCORERS` registry) return (N,) scores, higher = more anomalous:
     gmm    -log-likelihood under a Gaussian mixture fitted to the reference embeddings
     knn    mean distance to the k nearest reference embeddings
     recon  the per-image reconstruction error an AE/VAE run stored in the file
+    mirror the log-odds that the image is a left-right mirror, from a laterality classifier the
+           reference teaches itself (`embed --mirror`, with `--features grid`)
+
+Why `mirror`: a film flipped left-right is as typical as any in everything but laterality, so
+a density score barely moves (pooled features are nearly flip-invariant by construction, and
+even 2 x 2 grid features ranked flipped films near chance on real films). But every reference
+image comes with its own mirror, an example of exactly that anomaly: a linear classifier on
+the difference of an image's features and its mirror's (`f(x) - f(flip x)`, labelled "right
+way round", and its negative, "flipped"; no intercept, so swapping an image and its mirror
+swaps the answer) learns where laterality lives in the features, from the reference alone and
+with the assumption that most of it is the right way round (as predicting which transform was
+applied teaches a network, Gidaris et al. 2018). Every other difference between the two is
+the same image, so rotated or inverted films score as the classifier finds them: use gmm for
+those.
 
 The reference is exactly what the user names (a split, `all`, or a file of ids). Images
 with a known QC anomaly inside it are *not* dropped: a real reference set has unlabelled
@@ -25,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.linear_model import LogisticRegression
 from sklearn.mixture import GaussianMixture
 from sklearn.neighbors import NearestNeighbors
 
@@ -49,12 +64,18 @@ class AnomalyConfig:
     seed: int = 0
 
 
-def _space(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, max_dims: int | None = None) -> np.ndarray:
+def _space(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, max_dims: int | None = None,
+           mirror: bool = False) -> np.ndarray:
     """Standardised + PCA features, fitted on the reference; at most `max_dims` components
-    when PCA is on (with `--pca 0` the user asked for every feature)."""
+    when PCA is on (with `--pca 0` the user asked for every feature). With `mirror`, the
+    mirror images' features follow as rows N..2N-1, and the transform is fitted on the reference
+    and its mirrors: among films the right way round, laterality hardly varies, and a PCA of
+    them alone would drop the very direction the mirror scorer looks for."""
     pca = min(cfg.pca, max_dims) if max_dims and isinstance(cfg.pca, int) and cfg.pca else cfg.pca
-    x, _ = reduce(emb.features, pca, cfg.seed, fit_rows=ref)
-    return x[:, :max_dims] if max_dims and isinstance(pca, float) else x  # (N, d); PCs come sorted
+    rows = np.flatnonzero(ref)
+    features = np.concatenate([emb.features, emb.mirror]) if mirror else emb.features
+    x, _ = reduce(features, pca, cfg.seed, fit_rows=np.concatenate([rows, len(ref) + rows]) if mirror else rows)
+    return x[:, :max_dims] if max_dims and isinstance(pca, float) else x  # (N or 2N, d); PCs come sorted
 
 
 def _gmm_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, folds: int = 5) -> np.ndarray:
@@ -85,6 +106,28 @@ def _gmm_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, folds: int
     return scores  # (N,)
 
 
+def _mirror_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, folds: int = 5) -> np.ndarray:
+    """The log-odds that each image is the mirror of a reference-like film (module docstring);
+    cross-fitted like `_gmm_scores`: a reference image by the fold model that did not see it."""
+    if emb.mirror is None:
+        what = emb.attrs.get("features", "embeddings")
+        raise UserError(f"{emb.attrs.get('path', 'the embeddings file')}: has no mirror-image {what} for "
+                        f"--method mirror; embed with `ptxssl embed --mirror{' --grid' if what == 'grid' else ''}`")
+    n, rows = len(ref), np.flatnonzero(ref)
+    x = _space(emb, ref, cfg, mirror=True).astype(np.float64)
+    d = x[:n] - x[n:]  # (N, d): the image minus its mirror
+    fold = np.random.default_rng(cfg.seed).permutation(len(rows)) % folds
+    scores = np.zeros(n)
+    for f in range(folds):
+        train = d[rows[fold != f]]
+        model = LogisticRegression(fit_intercept=False, max_iter=1000).fit(
+            np.concatenate([train, -train]), np.repeat([0, 1], len(train)))  # 1: the flipped one
+        scores[rows[fold == f]] = model.decision_function(d[rows[fold == f]])
+        if (~ref).any():
+            scores[~ref] += model.decision_function(d[~ref]) / folds
+    return scores
+
+
 def _knn_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig) -> np.ndarray:
     x = _space(emb, ref, cfg)
     nn = NearestNeighbors(n_neighbors=cfg.k).fit(x[ref])
@@ -103,10 +146,11 @@ def _recon_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig) -> np.nd
 
 
 SCORERS: dict[str, Callable[[Embeddings, np.ndarray, AnomalyConfig], np.ndarray]] = {
-    "gmm": _gmm_scores, "knn": _knn_scores, "recon": _recon_scores}
+    "gmm": _gmm_scores, "knn": _knn_scores, "recon": _recon_scores, "mirror": _mirror_scores}
 DESCRIPTIONS = {"gmm": "-log-likelihood under the reference GMM",
                 "knn": "mean distance to the k nearest reference images",
-                "recon": "reconstruction error"}
+                "recon": "reconstruction error",
+                "mirror": "log-odds of a left-right mirror, from a classifier the reference teaches itself"}
 
 
 def get_scorer(name: str) -> Callable[[Embeddings, np.ndarray, AnomalyConfig], np.ndarray]:
@@ -153,7 +197,7 @@ def score(emb: Embeddings, cfg: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:
     if not 0 < cfg.percentile < 100:
         raise UserError(f"--percentile {cfg.percentile}: must be between 0 and 100")
     ref = reference_rows(emb, cfg.reference)
-    need = {"gmm": 5 * (cfg.components + 1), "knn": cfg.k + 1, "recon": 1}[cfg.method]  # gmm: 5 folds
+    need = {"gmm": 5 * (cfg.components + 1), "knn": cfg.k + 1, "recon": 1, "mirror": 5 * 2}[cfg.method]  # 5 folds
     if ref.sum() < need:
         raise UserError(f"--reference {cfg.reference}: {int(ref.sum())} images, {cfg.method} needs at least {need}")
     return np.asarray(fit(emb, ref, cfg), np.float64), ref

@@ -51,7 +51,7 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
 def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
                 device: str = "auto", in_channels: int = 1, progress: bool = True,
                 arch: str | None = None, bn: str = DEFAULT_BN, bn_reference: str = "train",
-                with_grid: bool = False, precision: str = "auto") -> Embeddings:
+                with_grid: bool = False, precision: str = "auto", with_mirror: bool = False) -> Embeddings:
     """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
 
     Images are resized to the size the model was trained at when it has a decoder (whose
@@ -60,6 +60,7 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
     `bn_reference` split (all images when the cache has none of it) first; the file records it.
     `with_grid` adds the 2 x 2 grid features (4 x the pooled size: opt-in at 100k images).
     `precision` (`--precision`): the forward passes' autocast; the statistics pass runs in float32.
+    `with_mirror` adds the same features of each image's left-right mirror (`anomaly --method mirror`).
     """
     check_bn(bn)
     device = resolve_device(device)
@@ -77,13 +78,17 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
                    for b in DataLoader(reference, batch_size=batch_size, num_workers=workers))
         bn_meta.update(bn_reference=bn_reference if reference is not data else "all",
                        bn_images=precise_bn(model, batches, model.embed))
-    feats, latents, errors, grids = [], [], [], []
+    feats, latents, errors, grids, mirrors, grid_mirrors = [], [], [], [], [], []
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
         x = fit_images(batch["image"].to(device), size, model.in_channels)  # (N, C, size, size) in [0, 1]
         with autocast(device, precision):
             feats.append(model.embed(x).float().cpu())  # (N, D), D = the encoder's feature_dim
             if with_grid:
                 grids.append(grid(model.encoder, x).float().cpu())  # (N, 4D)
+            if with_mirror:
+                mirrors.append(model.embed(x.flip(-1)).float().cpu())
+                if with_grid:
+                    grid_mirrors.append(grid(model.encoder, x.flip(-1)).float().cpu())
             latent = model.latent(x)
             if latent is not None:
                 latents.append(latent.float().cpu())  # (N, L)
@@ -97,6 +102,8 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
         latent=torch.cat(latents).numpy() if latents else None,
         recon_error=torch.cat(errors).numpy() if errors else None,
         grid=torch.cat(grids).numpy() if grids else None,
+        mirror=torch.cat(mirrors).numpy() if mirrors else None,
+        grid_mirror=torch.cat(grid_mirrors).numpy() if grid_mirrors else None,
         attrs={**meta, **bn_meta, "data": str(Path(cache).resolve()), "fingerprint": fingerprint, "image_size": size,
                "ptxssl_version": __version__})
     write_embeddings(out, emb)

@@ -8,6 +8,8 @@ Format (HDF5, a stable contract; a user can write one by hand with h5py):
     anomaly      (N,) str         QC label ("flipped", "rotated", "inverted"), "" = normal
     latent       (N, L) float32   AE latent / VAE mu (runs with a decoder)
     grid         (N, 4D) float32  the deepest map averaged over 2 x 2 cells (`embed --grid`): keeps left from right
+    mirror       (N, D) float32   `embeddings` of each image's left-right mirror (`embed --mirror`)
+    grid_mirror  (N, 4D) float32  `grid` of each image's mirror (`embed --grid --mirror`)
     recon_error  (N,) float32     per-image reconstruction error of an AE/VAE
     attributes   encoder, method, data, fingerprint, ptxssl_version, ... (scalars)
 
@@ -27,6 +29,7 @@ from ptxssl.errors import UserError
 from ptxssl.files import atomic_path
 
 FEATURES = ("embeddings", "latent", "grid")
+MIRRORS = {"embeddings": "mirror", "grid": "grid_mirror"}  # each kind's mirror-image counterpart, if any
 FINDING = "finding"  # the derived single-category view of multi-label findings (see `categories`)
 _STR = h5py.string_dtype()
 _MAKE_IT = "make it with `ptxssl embed`"
@@ -45,13 +48,15 @@ class Embeddings:
     latent: np.ndarray | None = None  # (N, L) float32
     recon_error: np.ndarray | None = None  # (N,) float32
     grid: np.ndarray | None = None  # (N, 4D) float32
+    mirror: np.ndarray | None = None  # (N, D): the `features` of each image's left-right mirror
+    grid_mirror: np.ndarray | None = None  # (N, 4D)
     attrs: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         n = len(self.features)
         if self.features.ndim != 2:
             raise ValueError(f"features must be (N, D), got shape {self.features.shape}")
-        for name in ("ids", "split", "labels", "anomaly", "latent", "recon_error", "grid"):
+        for name in ("ids", "split", "labels", "anomaly", "latent", "recon_error", "grid", "mirror", "grid_mirror"):
             value = getattr(self, name)
             if value is not None and len(value) != n:
                 raise ValueError(f"{name} has {len(value)} rows, features {n}")
@@ -148,8 +153,9 @@ def write_embeddings(path: str | Path, emb: Embeddings) -> Path:
             h5.create_dataset("latent", data=np.asarray(emb.latent, np.float32))
         if emb.recon_error is not None:
             h5.create_dataset("recon_error", data=np.asarray(emb.recon_error, np.float32))
-        if emb.grid is not None:
-            h5.create_dataset("grid", data=np.asarray(emb.grid, np.float32))
+        for name in ("grid", "mirror", "grid_mirror"):  # `mirror`: of the pooled `embeddings`, as written
+            if getattr(emb, name) is not None:
+                h5.create_dataset(name, data=np.asarray(getattr(emb, name), np.float32))
         for key, value in emb.attrs.items():
             if value is not None and key not in ("path", "features"):  # set by read_embeddings
                 h5.attrs[key] = _attr(value)
@@ -216,4 +222,5 @@ def read_embeddings(path: str | Path, features: str = "embeddings", rows: np.nda
             labels=get("labels"),
             label_names=[str(x) for x in h5["labels"].attrs.get("names", [])] if "labels" in h5 else [],
             anomaly=get("anomaly"), latent=get("latent"), recon_error=get("recon_error"), grid=get("grid"),
+            mirror=get(MIRRORS[features]) if MIRRORS.get(features) else None, grid_mirror=get("grid_mirror"),
             attrs={**attrs, "path": str(path), "features": features})

@@ -45,9 +45,12 @@ def _features_option(fn):
 @click.option("--grid", "with_grid", is_flag=True,
               help="Also write 2x2 grid features (4x the pooled size), which keep left from right: "
                    "`--features grid` in cluster / anomaly.")
+@click.option("--mirror", "with_mirror", is_flag=True,
+              help="Also write the features of each image's left-right mirror (and of its grid with --grid): what "
+                   "`anomaly --method mirror` compares each film with, to find flipped ones (2x the time).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int, workers: int, device: str,
-          precision: str, bn: str, bn_reference: str, with_grid: bool, overwrite: bool) -> None:
+          precision: str, bn: str, bn_reference: str, with_grid: bool, with_mirror: bool, overwrite: bool) -> None:
     """Embed every image of a cache: pooled encoder features (512-d for resnet34), ids, splits, labels.
 
     The output is what cluster, anomaly and umap read.
@@ -61,7 +64,8 @@ def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int
                           "batch_size": batch_size, "workers": workers, "device": device,
                           "precision": precision, "bn": bn, "bn_reference": bn_reference})
     emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device, arch=arch,
-                      bn=bn, bn_reference=bn_reference, with_grid=with_grid, precision=precision)
+                      bn=bn, bn_reference=bn_reference, with_grid=with_grid, precision=precision,
+                      with_mirror=with_mirror)
     click.echo(f"wrote {out}: {describe(emb)}")
 
 
@@ -122,7 +126,9 @@ def cluster(embeddings: Path, method: str, out: Path, pca: str | None, n_cluster
 @cli.command()
 @click.argument("embeddings", type=_EMB)
 @click.option("--method", default="gmm", type=click.Choice(list(SCORERS)),
-              help="gmm: -log-likelihood; knn: distance to reference neighbours; recon: AE/VAE reconstruction error.")
+              help="gmm: -log-likelihood; knn: distance to reference neighbours; recon: AE/VAE reconstruction error; "
+                   "mirror: the log-odds of a left-right flip, from a classifier the reference teaches itself with its "
+                   "own mirror images (finds flipped films; needs `embed --mirror`, best with --features grid).")
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="Folder for scores.csv, histogram.png, metrics.json.")
 @click.option("--reference", default="train",
@@ -132,7 +138,7 @@ def cluster(embeddings: Path, method: str, out: Path, pca: str | None, n_cluster
 @click.option("--k", type=click.IntRange(min=1), default=5, help="knn neighbours.")
 @click.option("--percentile", type=click.FloatRange(0, 100, min_open=True, max_open=True), default=95.0,
               help="Flag images scoring above this percentile of the reference scores.")
-@click.option("--pca", default="50", help=_PCA_HELP + " (gmm, knn)")
+@click.option("--pca", default="50", help=_PCA_HELP + " (gmm, knn, mirror)")
 @_features_option
 @click.option("--seed", default=0, help="Random seed.")
 def anomaly(embeddings: Path, method: str, out: Path, reference: str, components: int, k: int,
