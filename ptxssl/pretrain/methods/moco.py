@@ -4,8 +4,8 @@ He et al. 2020, "Momentum Contrast for Unsupervised Visual Representation Learni
 https://arxiv.org/abs/1911.05722; Chen et al. 2020, "Improved Baselines with Momentum
 Contrastive Learning" (v2: MLP head, blur, cosine schedule), https://arxiv.org/abs/2003.04297.
 Query = head(encoder(view 1)); key = momentum head(momentum encoder(view 2)); InfoNCE with the
-key as positive and `queue_size` earlier keys as negatives (lightly's `NTXentLoss` with a
-memory bank is the queue: it enqueues the keys after each step and drops the oldest).
+key as positive and up to `queue_size` earlier keys as negatives (`QueueInfoNCE` below, on
+lightly's memory bank: it enqueues the keys after each step and drops the oldest).
 
 Target (momentum) network: a copy of encoder + head with `requires_grad=False`, updated only
 by `after_step` with lightly's `update_momentum` (an EMA of the *parameters*), the momentum
