@@ -101,14 +101,22 @@ def eval_loader(ds: Dataset, batch_size: int, workers: int, persistent: bool = F
                       persistent_workers=persistent and workers > 0, pin_memory=torch.cuda.is_available())
 
 
-def gather_shards(local: np.ndarray, n: int) -> np.ndarray:
+def gather_shards(local: np.ndarray, n: int, everyone: bool = True) -> np.ndarray:
     """The arrays every process computed on its `EvalShards` shard, put back in dataset order
-    (row i came from process i mod W); outside a DDP job, `local` itself."""
-    size, _ = world()
+    (row i came from process i mod W); outside a DDP job, `local` itself. `everyone=False`
+    gathers on rank 0 only (the others get their own shard back): what post-fit scoring needs,
+    where every process holding every probability map would multiply the memory by W."""
+    size, rank = world()
     if size == 1:
         return local
     parts: list = [None] * size
-    dist.all_gather_object(parts, local)  # numpy arrays of different lengths: torch's all_gather needs equal shapes
+    # numpy arrays of different lengths: torch's all_gather needs equal shapes
+    if everyone:
+        dist.all_gather_object(parts, local)
+    else:
+        dist.gather_object(local, parts if rank == 0 else None, dst=0)
+        if rank != 0:
+            return local
     out = np.empty((n, *local.shape[1:]), dtype=local.dtype)
     for rank, part in enumerate(parts):
         out[rank::size] = part

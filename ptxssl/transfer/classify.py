@@ -109,8 +109,9 @@ class ClassifyModule(TransferModule):
 
     def on_validation_epoch_end(self) -> None:
         # over the whole val split (all ranks: an AUROC is not a mean of per-batch values)
-        probs, labels = (gather_shards(torch.cat(t).cpu().numpy(), len(self.trainer.val_dataloaders.dataset))
-                         for t in zip(*self._val))
+        n = len(self.trainer.val_dataloaders.dataset)
+        local = [torch.cat(t).cpu().numpy() for t in zip(*self._val)] or [np.zeros(0, np.float32)] * 2  # empty shard
+        probs, labels = (gather_shards(part, n) for part in local)
         auroc = image_auroc(probs[:, None, None], labels[:, None, None] > 0.5)  # every rank: the same value
         # val holds both classes (checked before training): NaN only from NaN outputs, scored as chance
         self.log("val_score", 0.5 if np.isnan(auroc) else auroc, prog_bar=True)
@@ -121,7 +122,8 @@ def predict_scores(module: ClassifyModule, loader: DataLoader, tta: str = "none"
                    ) -> tuple[np.ndarray, np.ndarray]:
     """(N,) float32 probabilities and (N,) bool labels, in dataset order (`probabilities` with
     `tta`: on (N, 1) logits its flip-back is a no-op, so hflip is the mean over both views), in
-    `precision` (resolved); under DDP each process scores its `eval_loader` shard and gets all N."""
+    `precision` (resolved); under DDP each process scores its `eval_loader` shard and rank 0
+    gets all N (the others keep their shard)."""
     device = next(module.parameters()).device
     probs, labels = [], []
     for batch in loader:
@@ -130,7 +132,9 @@ def predict_scores(module: ClassifyModule, loader: DataLoader, tta: str = "none"
             probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
         labels.append(batch["labels"][:, 0].numpy() == 1)
     n = len(loader.dataset)
-    return gather_shards(np.concatenate(probs), n), gather_shards(np.concatenate(labels), n)
+    probs = np.concatenate(probs) if probs else np.zeros(0, np.float32)  # an empty shard: fewer images than GPUs
+    labels = np.concatenate(labels) if labels else np.zeros(0, bool)
+    return gather_shards(probs, n, everyone=False), gather_shards(labels, n, everyone=False)
 
 
 def score(probs: np.ndarray, labels: np.ndarray, threshold: float) -> dict:

@@ -129,7 +129,7 @@ def predict_loader(module: TransferModule, loader: DataLoader, progress: bool = 
                    precision: str = "32-true") -> tuple[np.ndarray, np.ndarray]:
     """Probabilities (N, S, S) float32 and masks (N, S, S) bool at the run's size, in dataset order,
     on the module's device in `precision` (resolved). Under DDP, each process scores its
-    `eval_loader` shard and every process gets all N.
+    `eval_loader` shard and rank 0 gets all N (the others keep their shard).
 
     tta: "none" or "hflip" (`probabilities`); the run tunes and scores with the TTA `predict` uses.
     """
@@ -141,4 +141,8 @@ def predict_loader(module: TransferModule, loader: DataLoader, progress: bool = 
             probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
         masks.append(mask[:, 0].cpu().numpy() > 0.5)
     n = len(loader.dataset)
-    return gather_shards(np.concatenate(probs), n), gather_shards(np.concatenate(masks), n)
+    if not probs:  # a process whose shard is empty (fewer images than GPUs)
+        empty = np.zeros((0, module.image_size, module.image_size), np.float32)
+        probs, masks = [empty], [empty.astype(bool)]
+    probs, masks = np.concatenate(probs), np.concatenate(masks)
+    return gather_shards(probs, n, everyone=False), gather_shards(masks, n, everyone=False)

@@ -112,10 +112,11 @@ def test_post_fit_scoring_is_sharded_and_gathered_in_dataset_order(two_processes
     cache, ranks = two_processes
     val = CacheDataset(cache, with_masks=True, rows=np.arange(VAL_IMAGES))
     probs, masks = predict_loader(_module(cache), eval_loader(val, 2, 0))
-    for r in ranks:  # every process holds all 5 images, in order, none twice
-        assert np.array_equal(np.array(r["masks"]), masks)
+    # rank 0 holds all 5 images, in order, none twice; rank 1 only its own shard (rows 1 and 3)
+    for r, rows in zip(ranks, (slice(None), slice(1, None, 2))):
+        assert np.array_equal(np.array(r["masks"]), masks[rows])
         # float32 sigmoid of a head at +20 plus conv sums computed with other batch and thread counts
-        np.testing.assert_allclose(np.array(r["probs"]), probs, atol=1e-5)
+        np.testing.assert_allclose(np.array(r["probs"]), probs[rows], atol=1e-5)
 
 
 def test_training_shards_are_disjoint_and_reshuffled_every_epoch(two_processes):
@@ -140,3 +141,26 @@ def test_eval_shards_split_any_length_without_repeats(monkeypatch):
         for rank, shard in enumerate(shards):
             gathered[rank::size] = shard  # gather_shards' reassembly puts each row back in place
         assert gathered.tolist() == list(range(n))
+
+
+def test_a_two_process_transfer_scores_every_test_image_once(two_processes, tmp_path):
+    """The whole `ptxssl transfer` under 2-process DDP: trained, tuned and scored sharded,
+    gathered on rank 0, written once; the test CSV has each test image exactly once."""
+    import subprocess
+    import sys
+
+    import pandas as pd
+
+    cache, _ = two_processes
+    out = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "ptxssl.cli", "transfer", "--encoder", "random", "--data", str(cache), "--out",
+           str(out), "--epochs", "1", "--batch-size", "2", "--image-size", "32", "--workers", "0",
+           "--accelerator", "cpu", "--devices", "2", "--strategy", "ddp", "--arch", "resnet18"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    test_ids = CacheDataset(cache, split="test").ids
+    scored = pd.read_csv(out / "test_dice.csv", dtype={"image_id": str})["image_id"]
+    assert metrics["test_images"] == len(test_ids) == len(scored) and sorted(scored) == sorted(test_ids)
+    assert json.loads((out / "runtime.json").read_text())["world_size"] == 2
