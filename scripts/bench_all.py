@@ -49,20 +49,20 @@ PRESETS = {  # section -> arguments; `full` = the commands in each script's docs
               "loader": "--loader-sizes 64 --loader-count 64",
               "pretrain": "--methods ae --size 32 --batch-size 8 --steps 4 --images 48",
               "device": "--device cpu --pretrain-size 32 --unet-size 32 --pretrain-batch 8 --unet-batch 4 "
-                        "--steps 4 --images 48",
+                        "--steps 4 --images 48 --unet-images 48",
               "analysis": "--sizes 1000 --steps kmeans",
               "gpu": "--steps 5 --images 200"},
     "small": {"data": "--count 200 --size 256 --prepare-count 50",
               "loader": "--loader-sizes 256,512 --loader-count 2000",
               "pretrain": "--methods ae,vae,simclr --size 64 --steps 15 --images 800",
-              "device": CPU_DEVICE + " --steps 12 --images 400",
+              "device": CPU_DEVICE + " --steps 12 --images 400 --unet-images 400",
               "analysis": "--sizes 10000",
               "gpu": ""},  # bench_device's defaults: 224 / 512 px, 25 steps (scripts/gpu_check.sh)
     # --images 1600: bench_pretrain's advice, the 30 timed steps fit in one epoch (as in the README)
     "full": {"data": "--count 2000 --size 256 --prepare-count 200",
              "loader": "--loader-sizes 256,512 --loader-count 2000",
              "pretrain": "--methods ae,vae,simclr --size 64 --steps 30 --images 1600",
-             "device": CPU_DEVICE + " --steps 20 --images 800",
+             "device": CPU_DEVICE + " --steps 20 --images 800 --unet-images 400",
              "analysis": "--sizes 10000,50000,112120",
              "gpu": ""},
 }

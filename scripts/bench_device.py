@@ -11,7 +11,7 @@ in the run's precision) in seconds per 1,000 images. A last CPU section compares
 with the default memory format, which is what `--channels-last` defaults to.
 
     python scripts/bench_device.py                        # the GPU table (scripts/gpu_check.sh)
-    python scripts/bench_device.py --device cpu --pretrain-size 64 --unet-size 64 --steps 8 --images 96
+    python scripts/bench_device.py --device cpu --pretrain-size 64 --unet-size 64 --steps 8 --images 96 --unet-images 96
 """
 from __future__ import annotations
 
@@ -112,7 +112,10 @@ def main() -> None:
     ap.add_argument("--pretrain-batch", type=int, default=64)
     ap.add_argument("--unet-batch", type=int, default=16)
     ap.add_argument("--steps", type=int, default=25)
-    ap.add_argument("--images", type=int, default=1000, help="Images per synthetic cache (>= batch x steps).")
+    ap.add_argument("--images", type=int, default=2400,
+                    help="Images of the pretraining cache: its train split (70 %%) should hold --pretrain-batch x "
+                         "--steps, so the timed steps fit in one epoch (the engine checkpoints at epoch ends).")
+    ap.add_argument("--unet-images", type=int, default=600, help="Images of the UNet cache (the same rule).")
     ap.add_argument("--out", type=Path, default=None, help="Also write the Markdown table here.")
     args = ap.parse_args()
     device = args.device
@@ -126,7 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         nih = make_cache(tmp / "nih", "chestxray14", args.images, args.pretrain_size)
-        siim = make_cache(tmp / "siim", "siim", args.images, args.unet_size)
+        siim = make_cache(tmp / "siim", "siim", args.unet_images, args.unet_size)
         plain_loop("ae", nih, args.pretrain_size, args.pretrain_batch, WARMUP + 3, device)  # untimed warm-up
         for precision in precisions:
             for method in ("simclr", "vae"):

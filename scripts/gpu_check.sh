@@ -4,7 +4,8 @@
 #      device, DDP across GPUs when there are several), then
 #   2. scripts/bench_device.py: ptxssl beside a plain PyTorch loop, fp32 and mixed precision,
 #      channels-last, peak GPU memory, post-fit evaluation s / 1000 images.
-# About 5 minutes on one H100. The table goes to stdout and to ${OUT:-.}/gpu_check.md.
+# Sized to finish in under 8 minutes on one H100 (not yet timed: no GPU so far). The table goes
+# to stdout and to ${OUT:-.}/gpu_check.md.
 # Without CUDA it says so in one line and exits 0.
 #   bash scripts/gpu_check.sh            (PYTHON=.venv/bin/python to pick the interpreter)
 set -euo pipefail
