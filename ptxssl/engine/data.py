@@ -101,14 +101,16 @@ def eval_loader(ds: Dataset, batch_size: int, workers: int, persistent: bool = F
                       persistent_workers=persistent and workers > 0, pin_memory=torch.cuda.is_available())
 
 
-def gather_shards(local: np.ndarray, n: int, everyone: bool = True) -> np.ndarray:
-    """The arrays every process computed on its `EvalShards` shard, put back in dataset order
-    (row i came from process i mod W); outside a DDP job, `local` itself. `everyone=False`
-    gathers on rank 0 only (the others get their own shard back): what post-fit scoring needs,
-    where every process holding every probability map would multiply the memory by W."""
+def gather_shards(batches: list[np.ndarray], n: int, everyone: bool = True) -> np.ndarray | None:
+    """The per-batch arrays every process computed on its `EvalShards` shard, joined and put back
+    in dataset order (row i came from process i mod W); outside a DDP job, just joined.
+    `everyone=False` gathers on rank 0 only (the others get their own shard back, None if it was
+    empty): what post-fit scoring needs, where every process holding every probability map would
+    multiply the memory by W. A process with no image (fewer images than processes) sends None."""
     size, rank = world()
     if size == 1:
-        return local
+        return np.concatenate(batches)
+    local = np.concatenate(batches) if batches else None
     parts: list = [None] * size
     # numpy arrays of different lengths: torch's all_gather needs equal shapes
     if everyone:
@@ -117,7 +119,9 @@ def gather_shards(local: np.ndarray, n: int, everyone: bool = True) -> np.ndarra
         dist.gather_object(local, parts if rank == 0 else None, dst=0)
         if rank != 0:
             return local
-    out = np.empty((n, *local.shape[1:]), dtype=local.dtype)
+    like = next(part for part in parts if part is not None)
+    out = np.empty((n, *like.shape[1:]), dtype=like.dtype)
     for rank, part in enumerate(parts):
-        out[rank::size] = part
+        if part is not None:
+            out[rank::size] = part
     return out

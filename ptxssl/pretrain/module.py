@@ -69,8 +69,6 @@ class ValidatedModule(MethodModule):
 
     def on_validation_epoch_end(self) -> None:
         n = len(self.trainer.val_dataloaders.dataset)
-        empty = np.zeros((0, max(self.method.num_classes, 1)), np.float32)  # a shard with no image (tiny val split)
-        probs, targets = (gather_shards(part, n) for part in [torch.cat(t).numpy() for t in zip(*self._val)] or
-                          [empty, empty])
+        probs, targets = (gather_shards([t[i].numpy() for t in self._val], n) for i in (0, 1))
         auroc = mean_label_auroc(probs, targets)
         self.log("val_auroc", 0.5 if np.isnan(auroc) else auroc, prog_bar=True)  # NaN: a val split of one class

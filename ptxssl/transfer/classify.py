@@ -110,8 +110,7 @@ class ClassifyModule(TransferModule):
     def on_validation_epoch_end(self) -> None:
         # over the whole val split (all ranks: an AUROC is not a mean of per-batch values)
         n = len(self.trainer.val_dataloaders.dataset)
-        local = [torch.cat(t).cpu().numpy() for t in zip(*self._val)] or [np.zeros(0, np.float32)] * 2  # empty shard
-        probs, labels = (gather_shards(part, n) for part in local)
+        probs, labels = (gather_shards([t[i].cpu().numpy() for t in self._val], n) for i in (0, 1))
         auroc = image_auroc(probs[:, None, None], labels[:, None, None] > 0.5)  # every rank: the same value
         # val holds both classes (checked before training): NaN only from NaN outputs, scored as chance
         self.log("val_score", 0.5 if np.isnan(auroc) else auroc, prog_bar=True)
@@ -132,8 +131,6 @@ def predict_scores(module: ClassifyModule, loader: DataLoader, tta: str = "none"
             probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
         labels.append(batch["labels"][:, 0].numpy() == 1)
     n = len(loader.dataset)
-    probs = np.concatenate(probs) if probs else np.zeros(0, np.float32)  # an empty shard: fewer images than GPUs
-    labels = np.concatenate(labels) if labels else np.zeros(0, bool)
     return gather_shards(probs, n, everyone=False), gather_shards(labels, n, everyone=False)
 
 

@@ -141,8 +141,4 @@ def predict_loader(module: TransferModule, loader: DataLoader, progress: bool = 
             probs.append(probabilities(module, x, tta)[:, 0].float().cpu().numpy())
         masks.append(mask[:, 0].cpu().numpy() > 0.5)
     n = len(loader.dataset)
-    if not probs:  # a process whose shard is empty (fewer images than GPUs)
-        empty = np.zeros((0, module.image_size, module.image_size), np.float32)
-        probs, masks = [empty], [empty.astype(bool)]
-    probs, masks = np.concatenate(probs), np.concatenate(masks)
     return gather_shards(probs, n, everyone=False), gather_shards(masks, n, everyone=False)
