@@ -28,7 +28,7 @@ import torch
 from ptxssl.analysis.embed import load_embedder
 from ptxssl.bootstrap import auroc_difference, auroc_rows
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.encoders import INITS, fit_images, grid, read_meta, resolve_encoder_path
+from ptxssl.encoders import fit_images, grid, is_encoder_file, read_meta, resolve_encoder_path
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn
 from ptxssl.engine.device import autocast, inference_setup, resolve_device
 from ptxssl.errors import UserError
@@ -167,7 +167,7 @@ def own_heads(encoders: dict[str, str]) -> str:
     score to read beside the probes of its frozen features."""
     lines = []
     for name, spec in encoders.items():
-        if spec in INITS or spec.startswith("imagenet:"):
+        if not is_encoder_file(spec):
             continue
         meta = read_meta(resolve_encoder_path(spec))
         if meta.get("head_auroc"):
