@@ -18,7 +18,7 @@ from tqdm import tqdm
 from ptxssl import __version__
 from ptxssl.analysis.store import Embeddings, write_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
-from ptxssl.encoders import fit_images, grid, init_encoder
+from ptxssl.encoders import deepest, fit_images, grid_of, init_encoder
 from ptxssl.encoders.protocol import DEFAULT_BN, check_bn, precise_bn
 from ptxssl.engine.device import autocast, inference_setup, resolve_device
 from ptxssl.errors import UserError
@@ -81,14 +81,15 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
     feats, latents, errors, grids, mirrors, grid_mirrors = [], [], [], [], [], []
     for batch in tqdm(loader, desc="embed", unit="batch", disable=not progress):
         x = fit_images(batch["image"].to(device), size, model.in_channels)  # (N, C, size, size) in [0, 1]
+        views = [(x, feats, grids)] + ([(x.flip(-1), mirrors, grid_mirrors)] if with_mirror else [])
         with autocast(device, precision):
-            feats.append(model.embed(x).float().cpu())  # (N, D), D = the encoder's feature_dim
-            if with_grid:
-                grids.append(grid(model.encoder, x).float().cpu())  # (N, 4D)
-            if with_mirror:
-                mirrors.append(model.embed(x.flip(-1)).float().cpu())
+            for view, pooled_out, grid_out in views:
+                # one pass through the encoder per view: the pooled features (what `Method.embed`
+                # returns: the deepest map's global average) and, with --grid, its 2 x 2 cells
+                maps = deepest(model.encoder, view)  # (N, D, h, w)
+                pooled_out.append(maps.mean(dim=(2, 3)).float().cpu())  # (N, D), D = the encoder's feature_dim
                 if with_grid:
-                    grid_mirrors.append(grid(model.encoder, x.flip(-1)).float().cpu())
+                    grid_out.append(grid_of(maps).float().cpu())  # (N, 4D)
             latent = model.latent(x)
             if latent is not None:
                 latents.append(latent.float().cpu())  # (N, L)

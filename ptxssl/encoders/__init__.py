@@ -12,14 +12,14 @@ stage imports it.
 """
 from ptxssl.encoders.build import (DEFAULT_ARCH, STUDY_ARCHS, build_encoder, check_arch, feature_dim, first_conv,
                                    input_channels)
-from ptxssl.encoders.features import deepest, grid, pooled
+from ptxssl.encoders.features import deepest, grid, grid_of, pooled
 from ptxssl.encoders.file import META_FILE, WEIGHTS_FILE, load_encoder, read_meta, resolve_encoder_path, save_encoder
 from ptxssl.encoders.inits import (INITS, init_arch, init_encoder, init_state, is_encoder_file, load_verified,
                                    parse_encoders)
 from ptxssl.encoders.input import NORMALIZATION, encoder_input, fit_images, normalize, planes, resize
 
 __all__ = ["DEFAULT_ARCH", "STUDY_ARCHS", "build_encoder", "check_arch", "feature_dim", "first_conv", "input_channels",
-           "deepest", "grid", "pooled", "META_FILE", "WEIGHTS_FILE", "load_encoder", "read_meta",
+           "deepest", "grid", "grid_of", "pooled", "META_FILE", "WEIGHTS_FILE", "load_encoder", "read_meta",
            "resolve_encoder_path", "save_encoder", "INITS", "init_arch", "init_encoder", "init_state",
            "is_encoder_file", "load_verified", "parse_encoders", "NORMALIZATION", "encoder_input", "fit_images",
            "normalize", "planes", "resize"]

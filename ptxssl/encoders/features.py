@@ -28,4 +28,10 @@ def grid(encoder: nn.Module, x: torch.Tensor, cells: int = 2) -> torch.Tensor:
     """(N, C, H, W) in [0, 1] -> (N, D * cells^2): the deepest map averaged over a cells x cells
     grid, channel-major (each channel's cells together); their mean over cells is `pooled` when
     the map divides evenly."""
-    return F.adaptive_avg_pool2d(deepest(encoder, x), cells).flatten(1)
+    return grid_of(deepest(encoder, x), cells)
+
+
+def grid_of(maps: torch.Tensor, cells: int = 2) -> torch.Tensor:
+    """`grid` of deepest maps already computed (N, D, h, w) -> (N, D * cells^2), for a caller that
+    also pools them (`embed`: one pass through the encoder for both)."""
+    return F.adaptive_avg_pool2d(maps, cells).flatten(1)
