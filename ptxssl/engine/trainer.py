@@ -211,11 +211,9 @@ def runtime_settings(cfg: TrainConfig) -> dict:
             "torch": torch.__version__, "pytorch_lightning": pl.__version__}
 
 
-def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], progress: bool,
-                 epoch_batches: int | None = None) -> pl.Trainer:
+def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], progress: bool) -> pl.Trainer:
     """The Lightning Trainer from the common options (devices, precision, DDP, checkpoints) and
-    the GPU settings of `runtime_settings`; `epoch_batches` caps the batches of an epoch (None:
-    the whole loader)."""
+    the GPU settings of `runtime_settings`."""
     checkpoint = _LastCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0,
                                  every_n_train_steps=cfg.checkpoint_every, save_on_train_epoch_end=True)
     # last in the list: at an epoch end, the other checkpoint callbacks (transfer's best.ckpt) have
@@ -242,8 +240,7 @@ def make_trainer(cfg: TrainConfig, run_dir: Path, callbacks: list[pl.Callback], 
                          accumulate_grad_batches=cfg.accumulate, callbacks=[*callbacks, *extra, checkpoint],
                          logger=loggers, default_root_dir=run_dir, enable_progress_bar=progress,
                          enable_model_summary=False, deterministic=False, log_every_n_steps=1,
-                         num_sanity_val_steps=0,
-                         **({"limit_train_batches": epoch_batches} if epoch_batches else {}))  # else Lightning's
+                         num_sanity_val_steps=0)
     trainer.runtime = runtime
     return trainer
 
@@ -252,18 +249,17 @@ def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Pat
         callbacks: list[pl.Callback], progress: bool = True, val_loader=None) -> pl.Trainer:
     """Save the config, then train (resuming from `ckpt`) with checkpoints loaded weights-only.
 
-    With `val_loader` and a --max-steps shorter than one epoch, the epoch is cut to those steps,
-    so it still ends, and validates: Lightning would otherwise stop mid-epoch with no validation
-    score, which the best-epoch checkpoint and early stopping are conditioned on. A --max-steps
-    that ends inside a later epoch validates at its last step too (`ValidateAtMaxSteps`).
+    With `val_loader`, a --max-steps that ends inside an epoch (the first or a later one) still
+    validates at its last step (`ValidateAtMaxSteps`): Lightning would otherwise stop mid-epoch
+    with no validation score there, which the best-epoch checkpoint and early stopping are
+    conditioned on (a run shorter than one epoch would have none at all).
     """
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_yaml(run_dir / "config.yaml", module.config)
     with quiet_lightning():
         extra = [ValidateAtMaxSteps()] if val_loader is not None else []
-        trainer = make_trainer(cfg, run_dir, [*callbacks, *extra], progress,
-                               short_epoch(cfg, loader) if val_loader else None)
+        trainer = make_trainer(cfg, run_dir, [*callbacks, *extra], progress)
         if rank_zero_only.rank == 0:
             write_json(run_dir / "runtime.json", {**trainer.runtime, "world_size": trainer.world_size})
             rank_zero_info("runtime: " + ", ".join(f"{k}={v}" for k, v in trainer.runtime.items()))
@@ -271,12 +267,6 @@ def fit(module: EngineModule, loader, cfg: TrainConfig, run_dir: Path, ckpt: Pat
         trainer.fit(module, loader, val_loader, ckpt_path=ckpt, weights_only=True)
     trainer.fit_seconds = time.perf_counter() - t0
     return trainer
-
-
-def short_epoch(cfg: TrainConfig, loader) -> int | None:
-    """The batches of a --max-steps run that ends within its first epoch (None otherwise)."""
-    batches = cfg.max_steps * max(cfg.accumulate, 1)
-    return batches if 0 < batches < len(loader) else None
 
 
 def on_training_device(module: pl.LightningModule, trainer: pl.Trainer) -> pl.LightningModule:

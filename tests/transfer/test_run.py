@@ -220,7 +220,7 @@ def test_recipe_options_are_checked_and_listed(siim_cache, tmp_path):
 
 def test_max_steps_shorter_than_an_epoch_still_validates_and_finishes(siim_cache, tmp_path):
     """Issue 20: `--max-steps 3` on ~7 batches an epoch died with "EarlyStopping conditioned on
-    metric val_score which is not available"; the cut epoch now ends, validates and is scored."""
+    metric val_score which is not available"; the run now stops there, validates and is scored."""
     out = tmp_path / "short"
     result = CliRunner().invoke(cli, ["transfer", "--encoder", "random", "--data", str(siim_cache), "--out", str(out),
                                       "--max-steps", "3", "--batch-size", "4", "--image-size", "32", "--workers", "0",
