@@ -63,9 +63,12 @@ class ValidatedModule(MethodModule):
     def on_validation_epoch_start(self) -> None:
         self._val: list[tuple[torch.Tensor, torch.Tensor]] = []
 
+    def head_probs(self, images: torch.Tensor) -> torch.Tensor:
+        """Cache images (n, P, S, S) -> (n, K) float32 probabilities of the method's own head."""
+        return torch.sigmoid(self.method.logits(self.adapt(images)).float())
+
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        probs = torch.sigmoid(self.method.logits(self.adapt(batch["image"])).float())  # (n, K)
-        self._val.append((probs.cpu(), batch["target"].float().cpu()))
+        self._val.append((self.head_probs(batch["image"]).cpu(), batch["target"].float().cpu()))
 
     def on_validation_epoch_end(self) -> None:
         n = len(self.trainer.val_dataloaders.dataset)

@@ -116,7 +116,7 @@ def _load_best(module: MethodModule, best: ModelCheckpoint) -> dict:
 
 
 @torch.no_grad()
-def _head_auroc(module: MethodModule, cfg: PretrainConfig, method_cfg: MethodConfig) -> dict[str, float]:
+def _head_auroc(module: ValidatedModule, cfg: PretrainConfig, method_cfg: MethodConfig) -> dict[str, float]:
     """{split: mean AUROC of the method's own head} on val and test: what the network achieves,
     to read beside a linear probe of its encoder."""
     module.eval()
@@ -127,7 +127,7 @@ def _head_auroc(module: MethodModule, cfg: PretrainConfig, method_cfg: MethodCon
             continue
         probs, targets = [], []
         for batch in torch.utils.data.DataLoader(data, batch_size=cfg.batch_size):
-            probs.append(torch.sigmoid(module.method.logits(module.adapt(batch["image"].to(module.device)))).float())
+            probs.append(module.head_probs(batch["image"].to(module.device)))
             targets.append(batch["target"].float())
         auroc = mean_label_auroc(torch.cat(probs).cpu().numpy(), torch.cat(targets).numpy())
         if not math.isnan(auroc):  # NaN: the split holds one class only
