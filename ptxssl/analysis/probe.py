@@ -111,14 +111,20 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
             shared = shared or (vy, names)
             label = name if protocol == bn or spec != "random" else f"{name}, BN at init"
             rows.append(Row(label, spec, protocol, scores))
-    vy, names = shared
+    return on_shared_labels(rows, *shared, cache)
+
+
+def on_shared_labels(rows: list[Row], held_y: np.ndarray, names: list[str], cache: str | Path
+                     ) -> tuple[list[Row], np.ndarray, list[str]]:
+    """The rows with their scores {kind: {label column: (N,)}} stacked to (labels, N) over the
+    columns every row could score, the held-out labels (labels, N) bool and names of those columns."""
     columns = sorted(set.intersection(*(set(r.scores["linear"]) for r in rows)))
     if not columns:
         raise UserError(f"{cache}: no label has both classes on both sides of the probe; use more images "
                         "(--max-images) or a cache with more positives")
     for r in rows:
         r.scores = {kind: np.stack([r.scores[kind][k] for k in columns]) for kind in PROBES}
-    return rows, vy[:, columns].T.astype(bool), [names[k] for k in columns]
+    return rows, held_y[:, columns].T.astype(bool), [names[k] for k in columns]
 
 
 def table(rows: list[Row], labels: np.ndarray, names: list[str], reference: str) -> tuple[str, list[list]]:

@@ -37,7 +37,8 @@ def pretrain(method: str | None, config_file: Path | None, resume: bool, overwri
 
     \b
     Methods: ae (autoencoder), vae (beta-VAE), simclr, moco, byol (contrastive),
-    supervised (weak labels), pseudo (cluster pseudo-labels from `ptxssl cluster`).
+    rotnet (which way round: rotations and mirror), supervised (weak labels),
+    pseudo (cluster pseudo-labels from `ptxssl cluster`).
     Method options apply to the methods that have them (see --print-config).
     """
     import yaml

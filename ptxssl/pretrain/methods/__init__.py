@@ -7,6 +7,7 @@ from ptxssl.pretrain.methods.base import Method, MethodConfig
 from ptxssl.pretrain.methods.byol import BYOL
 from ptxssl.pretrain.methods.moco import MoCo
 from ptxssl.pretrain.methods.pseudo import Pseudo
+from ptxssl.pretrain.methods.rotnet import RotNet
 from ptxssl.pretrain.methods.simclr import SimCLR
 from ptxssl.pretrain.methods.supervised import Supervised
 from ptxssl.pretrain.methods.vae import VAE
@@ -17,6 +18,7 @@ METHODS: dict[str, type[Method]] = {
     "simclr": SimCLR,
     "moco": MoCo,
     "byol": BYOL,
+    "rotnet": RotNet,
     "supervised": Supervised,
     "pseudo": Pseudo,
 }
