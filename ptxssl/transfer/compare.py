@@ -49,6 +49,27 @@ def grid_arch(arch: str, encoders: dict[str, str]) -> str:
     return archs[0] if archs else init_arch("random", arch or None)
 
 
+AT_INIT = "-bn-at-init"  # the row of a frozen random encoder read with its BatchNorm at init
+
+
+def grid_rows(base: TransferConfig, encoders: dict[str, str]) -> dict[str, tuple[str, TransferConfig]]:
+    """Each row of the grid: name -> (init, the config its cells run under). A random encoder
+    frozen under --frozen-bn precise gets a second row, NAME-bn-at-init, frozen with its
+    BatchNorm as it came (the identity), as `ptxssl probe` shows it: the table then says what
+    the BatchNorm state alone does to the random baseline (on phantoms it moved positive-image
+    Dice more than any pretraining did). A fine-tuned encoder's BatchNorm learns its statistics
+    from the first step, so a grid without --freeze-epochs has no such row."""
+    rows = {}
+    for name, init in encoders.items():
+        rows[name] = (init, base)
+        if init == "random" and base.freeze_epochs and base.frozen_bn == "precise":
+            if name + AT_INIT in encoders:
+                raise UserError(f"--encoder {name + AT_INIT}: the name of random encoder {name}'s BN-at-init row; "
+                                "choose another name")
+            rows[name + AT_INIT] = (init, replace(base, frozen_bn="as-is"))
+    return rows
+
+
 def run_cell(base: TransferConfig, out: Path, init: str, fraction: float, seed: int, progress: bool,
              fold: int = 0) -> dict:
     """One transfer run in `out`, skipped when finished, resumed when interrupted."""
@@ -75,17 +96,22 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
     repeats = [(seeds[0], k) for k in range(base.folds)] if base.folds else [(s, 0) for s in seeds]
     positive = (pd.concat([positives_in_test(replace(base, fold=k)) for k in range(base.folds)]) if base.folds
                 else positives_in_test(base))  # every test image of the grid, once
-    cells = [(n, f, s, k) for n in encoders for f in fractions for s, k in repeats]
+    grid = grid_rows(base, encoders)
+    notes += [f"`{n}`: the same random weights frozen with their BatchNorm as they came (the identity) instead of "
+              "re-estimated on the training images (--frozen-bn precise), to show what the BatchNorm state alone "
+              "does." for n in grid if n.endswith(AT_INIT) and n not in encoders]
+    cells = [(n, f, s, k) for n in grid for f in fractions for s, k in repeats]
     for i, (name, fraction, seed, fold) in enumerate(cells, 1):
         which = f"fold {fold}" if base.folds else f"seed {seed}"
         cell = out / "runs" / name / cell_name(fraction, seed, fold if base.folds else -1)
         t0 = time.perf_counter()
         skipped = (cell / "metrics.json").is_file()
-        metrics = run_cell(base, cell, encoders[name], fraction, seed, progress, fold)
+        init, cfg = grid[name]
+        metrics = run_cell(cfg, cell, init, fraction, seed, progress, fold)
         test, tuned = metrics["test"], metrics["val_tuned"]
         echo(f"[{i}/{len(cells)}] {name} fraction {fraction:g} {which}: SIIM score {test['siim_dice']:.4f}"
              + (" (done before)" if skipped else f" ({time.perf_counter() - t0:.0f} s)"))
-        rows.append({"encoder": name, "init": encoders[name], "arch": base.arch, "fraction": fraction,
+        rows.append({"encoder": name, "init": init, "arch": base.arch, "fraction": fraction,
                      "seed": seed, "fold": fold if base.folds else -1,
                      "labelled_images": metrics["labelled_images"], "siim_dice": test["siim_dice"],
                      "perfect_detector": perfect_detector(cell / "test_dice.csv", positive),

@@ -1,15 +1,19 @@
 """`compare`: a 2 x 1 x 1 grid end to end, rerun skips finished cells, the paired interval."""
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
+import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from ptxssl.cli import cli
 from ptxssl.errors import UserError
 from ptxssl.encoders import build_encoder, parse_encoders, save_encoder
 from ptxssl.transfer.run import resolve_config
-from ptxssl.transfer.compare import ALL_EMPTY, perfect_detector, positives_in_test
+from ptxssl.transfer.compare import ALL_EMPTY, grid_rows, perfect_detector, positives_in_test
 
 from .test_run import siim_cache  # noqa: F401  (the module-scoped tiny SIIM cache)
 
@@ -64,3 +68,33 @@ def test_encoder_names():
         "simclr": "runs/simclr/encoder.safetensors"}
     with pytest.raises(UserError, match="used twice"):
         parse_encoders(["random", "random"])
+
+
+def test_a_frozen_random_encoder_gets_a_bn_at_init_row_beside_the_recalibrated_one(siim_cache, tmp_path):  # noqa: F811
+    """Under --freeze-epochs with --frozen-bn precise, `random` also runs with its BatchNorm as
+    it came (the identity), labelled, with its paired Δ against the recalibrated row."""
+    args = ["compare", "--encoder", "random", "--fractions", "0.5", "--seeds", "0", "--data", str(siim_cache),
+            "--image-size", "32", "--batch-size", "4", "--epochs", "1", "--workers", "0", "--freeze-epochs", "-1"]
+    result = CliRunner().invoke(cli, [*args, "--out", str(tmp_path / "frozen")])
+    assert result.exit_code == 0, result.output
+    results = pd.read_csv(tmp_path / "frozen" / "results.csv")
+    assert list(results["encoder"]) == ["random", "random-bn-at-init"] and set(results["init"]) == {"random"}
+    runs = tmp_path / "frozen" / "runs"
+    protocols = {name: json.loads((runs / name / "f0.5-s0" / "metrics.json").read_text())["frozen_bn"]["protocol"]
+                 for name in results["encoder"]}
+    assert protocols == {"random": "precise", "random-bn-at-init": "as-is"}
+    # the same seed gives the same random weights; only the BatchNorm statistics differ
+    own = {name: load_file(runs / name / "f0.5-s0" / "model" / "model.safetensors") for name in protocols}
+    key = "encoder.bn1.running_mean"
+    assert torch.count_nonzero(own["random-bn-at-init"][key]) == 0 and torch.count_nonzero(own["random"][key]) > 0
+    assert torch.equal(own["random"]["encoder.conv1.weight"], own["random-bn-at-init"]["encoder.conv1.weight"])
+    table = (tmp_path / "frozen" / "table.md").read_text()
+    assert "`random-bn-at-init`: the same random weights" in table
+    assert next(line for line in table.splitlines() if line.startswith("| random-bn-at-init | 0.5 |")).count("[") == 3
+    # fine-tuned (no --freeze-epochs), or frozen as-is already: no extra row
+    assert list(grid_rows(resolve_config(None, {"data": str(siim_cache)}), {"random": "random"})) == ["random"]
+    asis = resolve_config(None, {"data": str(siim_cache), "freeze_epochs": -1, "frozen_bn": "as-is"})
+    assert list(grid_rows(asis, {"random": "random"})) == ["random"]
+    with pytest.raises(UserError, match="random-bn-at-init"):
+        grid_rows(resolve_config(None, {"data": str(siim_cache), "freeze_epochs": -1}),
+                  {"random": "random", "random-bn-at-init": "imagenet"})
