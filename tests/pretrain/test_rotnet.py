@@ -7,7 +7,7 @@ from torch.utils.data import default_collate
 
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
-from ptxssl.pretrain.methods.rotnet import RotNet, RotNetConfig, orient
+from ptxssl.pretrain.methods.rotnet import RotNet, RotNetConfig, orient, turn
 
 
 def test_orientations_are_the_rotations_of_the_image_and_of_its_mirror():
@@ -22,6 +22,16 @@ def test_orientations_are_the_rotations_of_the_image_and_of_its_mirror():
     k = torch.tensor([1, 5])
     mixed = orient(x, k)
     assert torch.equal(mixed[0], turned[1][0]) and torch.equal(mixed[1], turned[5][1])
+
+
+def test_invert_adds_the_polarity_of_each_orientation():
+    x = torch.rand(3, 1, 8, 8)
+    k = torch.tensor([2, 8 + 2, 8 + 5])
+    out = turn(x, k, 8)
+    assert torch.equal(out[0], orient(x[:1], torch.tensor([2]))[0])
+    assert torch.allclose(out[1], 1 - orient(x[1:2], torch.tensor([2]))[0])
+    assert torch.allclose(out[2], 1 - orient(x[2:], torch.tensor([5]))[0])
+    assert RotNet(RotNetConfig(invert=True), image_size=32).head.out_features == 16
 
 
 def test_orientations_option_is_4_or_8():

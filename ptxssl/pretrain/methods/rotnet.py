@@ -9,6 +9,7 @@ is decided by the heart, the aortic knob and the gastric bubble, and a film the 
 round or mirrored is a QC error (`ptxssl plant`); a global average of contrastive or
 reconstruction features hardly sees it, so their anomaly scores miss flipped films. A RotNet
 encoder's features are made to see it; `embed --mirror` + `anomaly --method mirror` read it.
+`--invert` adds the grey scale's polarity (16 classes), the third QC error.
 
 Each image gets one orientation per step, drawn from the step's generator (the paper fed all
 four rotations of every image in the batch, 4x the compute per image), after
@@ -38,6 +39,9 @@ class RotNetConfig(MethodConfig):
     orientations: int = opt(8, "Orientations to name: 4 (the paper's rotations by 0/90/180/270 degrees) or 8 (those "
                                "of the image and of its mirror: laterality too) (RotNet).")
 
+    invert: bool = opt(False, "Also name whether the grey scale was inverted, doubling the classes: a MONOCHROME1 film "
+                              "shown as MONOCHROME2 is the third QC error `ptxssl plant` makes (RotNet).")
+
     def __post_init__(self) -> None:
         if self.orientations not in ORIENTATIONS:
             raise UserError(f"--orientations must be 4 or 8 (got {self.orientations}): 4 rotations, or 4 rotations "
@@ -55,6 +59,13 @@ def orient(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def turn(x: torch.Tensor, k: torch.Tensor, orientations: int) -> torch.Tensor:
+    """(N, C, S, S) images in [0, 1] put in classes `k` (N,): orientation k % orientations, and
+    the grey scale inverted (1 - x) where k >= orientations."""
+    turned = orient(x, k % orientations)
+    return torch.where((k >= orientations).view(-1, 1, 1, 1), 1 - turned, turned)
+
+
 class RotNet(Method):
     name = "rotnet"
     title = "RotNet (rotations + mirror)"
@@ -66,16 +77,16 @@ class RotNet(Method):
                  arch: str = DEFAULT_ARCH) -> None:
         super().__init__(cfg, in_channels, image_size, num_classes, arch)
         self.augment = ChestXrayAugment(label_augment())
-        self.head = nn.Linear(self.feature_dim, cfg.orientations)
+        self.head = nn.Linear(self.feature_dim, cfg.orientations * (2 if cfg.invert else 1))
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, C, S, S) -> (N, orientations) scores of each orientation (0: as the image is)."""
+        """(N, C, S, S) -> (N, classes) scores of each class of `turn` (0: as the image is)."""
         return self.head(self.embed(x))
 
     def step(self, batch: dict) -> dict[str, torch.Tensor]:
         x, g = batch["image"], batch["generator"]
-        k = torch.randint(0, self.cfg.orientations, (x.shape[0],), generator=g).to(x.device)
-        logits = self.logits(orient(self.augment(x, g), k))
+        k = torch.randint(0, self.head.out_features, (x.shape[0],), generator=g).to(x.device)
+        logits = self.logits(turn(self.augment(x, g), k, self.cfg.orientations))
         loss = F.cross_entropy(logits, k)
         accuracy = (logits.argmax(1) == k).float().mean()
         return {"loss": loss, "accuracy": accuracy.detach()}
@@ -85,6 +96,6 @@ class RotNet(Method):
         from ptxssl.pretrain.figures import image_grid
 
         x = batch["image"][:8]
-        k = torch.arange(x.shape[0], device=x.device) % self.cfg.orientations
-        return [image_grid([x, orient(x, k)], Path(out_dir) / "orientations.png",
-                           title="RotNet: images (top) and the orientations it learns to name (bottom: 0-7)")]
+        k = torch.arange(x.shape[0], device=x.device) % self.head.out_features
+        return [image_grid([x, turn(x, k, self.cfg.orientations)], Path(out_dir) / "orientations.png",
+                           title="RotNet: images (top) and the classes it learns to name (bottom: 0, 1, 2, ...)")]
