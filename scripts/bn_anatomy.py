@@ -29,13 +29,12 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.linear_model import RidgeCV
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
 from ptxssl.analysis.embed import load_embedder
-from ptxssl.analysis.probe import HELD_OUT, Row, feature_fn, on_shared_labels, table
+from ptxssl.analysis.probe import HELD_OUT, Row, feature_fn, on_shared_labels, table, thumbnail
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders.protocol import batchnorms
 from ptxssl.pretrain.probe import PROBES, probe_features, probe_predictions
@@ -108,10 +107,7 @@ def main() -> None:
     def read(fn, bn: str = "as-is"):
         return probe_features(fn, args.data, args.max_images, 64, "cpu", HELD_OUT, bn=bn, model=model)
 
-    def pooled_pixels(x: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(x[:, :1], args.grid).flatten(1)
-
-    pixels = read(pooled_pixels)
+    pixels = read(thumbnail(args.grid))
     read(embed, bn="precise")  # the protocol's statistics, kept to set part by part
     data = {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in model.encoder.named_modules()
             if m in batchnorms(model.encoder)}

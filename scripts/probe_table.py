@@ -154,7 +154,7 @@ def main() -> None:
         # every encoder the way `ptxssl probe` reads it: same images, BatchNorm re-estimated on the
         # probe's train images, random init also with its BatchNorm at init
         rows, labels, names = probe_encoders(encoders, cache, max_images=args.probe_images, seed=args.seed,
-                                             progress=print if args.progress else None)
+                                             progress=print if args.progress else None, pixels=8)
         torch.manual_seed(args.seed)
         random_model, _ = load_embedder("random")
         # the callback's probe (ProbeCallback defaults: val split, 512 train images, BN precise) of random init

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from ptxssl.analysis.embed import load_embedder
 from ptxssl.bootstrap import auroc_difference, auroc_rows
@@ -50,6 +51,13 @@ class Row:
     scores: dict[str, np.ndarray]
 
 
+def thumbnail(side: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    """Cache images (N, P, S, S) -> (N, P * side * side): the image itself, average-pooled to
+    side x side. No network: the floor a linear probe reaches from a thumbnail, which on findings
+    that are global brightness patterns is a high one (see README, "Why a random network...")."""
+    return lambda x: F.adaptive_avg_pool2d(x.float(), side).flatten(1)
+
+
 def feature_fn(model: Method, features: str, size: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Cache images (N, P, S, S) in [0, 1] -> (N, F) features of `model`, through the one input path."""
     def prepared(x: torch.Tensor) -> torch.Tensor:
@@ -72,10 +80,13 @@ def feature_fn(model: Method, features: str, size: int) -> Callable[[torch.Tenso
 @torch.no_grad()
 def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = "pooled", bn: str = DEFAULT_BN,
                    max_images: int = 1024, batch_size: int = 64, device: str = "auto", seed: int = 0,
-                   progress: Callable[[str], None] | None = None, precision: str = "auto"
+                   progress: Callable[[str], None] | None = None, precision: str = "auto", pixels: int = 0
                    ) -> tuple[list[Row], np.ndarray, list[str]]:
     """Probe every encoder on the same train / held-out images.
 
+    Args:
+        pixels: with a side G > 0, a last row probes the images themselves average-pooled to G x G
+            (`thumbnail`), named "pixels G x G".
     Returns:
         the rows (a random encoder under precise BN adds a BN-at-init row after it), the held-out
         labels (labels, images) bool, and the label names, for the columns every encoder could score.
@@ -111,6 +122,11 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
             shared = shared or (vy, names)
             label = name if protocol == bn or spec != "random" else f"{name}, BN at init"
             rows.append(Row(label, spec, protocol, scores))
+    if pixels:
+        tx, ty, vx, vy, _ = probe_features(thumbnail(pixels), str(cache), max_images, batch_size, "cpu", HELD_OUT,
+                                           bn="as-is")
+        rows.append(Row(f"pixels {pixels} x {pixels}", "pixels", "—",
+                        {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}))
     return on_shared_labels(rows, *shared, cache)
 
 

@@ -221,12 +221,16 @@ def umap(embeddings: Path, out: Path, color_by: str | None, sample: int | None, 
                                                                       "first --encoder].")
 @click.option("--max-images", default=1024, type=click.IntRange(min=8), help="Train and held-out images, each at most.")
 @click.option("--batch-size", default=64, type=click.IntRange(min=2), help="Images per forward pass.")
+@click.option("--pixels", default=8, type=click.IntRange(min=0),
+              help="Add a row probing the images themselves average-pooled to N x N (no network): what a linear "
+                   "probe gets from a thumbnail, a floor where findings are global; 0: no such row.")
 @click.option("--device", default="auto", help=DEVICE_HELP)
 @click.option("--precision", default="auto", type=click.Choice(PRECISIONS), help=PRECISION_HELP)
 @click.option("--seed", default=0, help="Seed of random-init weights.")
 @click.option("--overwrite", is_flag=True, help="Replace the files in --out.")
 def probe(encoders: tuple[str, ...], data: Path, out: Path, features: str, bn: str, reference: str | None,
-          max_images: int, batch_size: int, device: str, precision: str, seed: int, overwrite: bool) -> None:
+          max_images: int, batch_size: int, pixels: int, device: str, precision: str, seed: int,
+          overwrite: bool) -> None:
     """Linear and kNN probes of several encoders on a cache's labels, side by side, each under the
     same input path and BatchNorm protocol; Δ vs a reference with paired bootstrap intervals."""
     from ptxssl.analysis.probe import run_probe
@@ -238,8 +242,8 @@ def probe(encoders: tuple[str, ...], data: Path, out: Path, features: str, bn: s
     named = parse_encoders(list(encoders))
     echo_config("probe", {"encoders": ", ".join(f"{k}={v}" for k, v in named.items()), "data": data, "out": out,
                           "features": features, "bn": bn, "reference": reference or next(iter(named)),
-                          "max_images": max_images, "batch_size": batch_size, "device": device,
+                          "max_images": max_images, "batch_size": batch_size, "pixels": pixels, "device": device,
                           "precision": precision, "seed": seed})
     click.echo(run_probe(named, data, out, reference, features=features, bn=bn, max_images=max_images,
                          batch_size=batch_size, device=device, seed=seed, progress=click.echo,
-                         precision=precision))
+                         precision=precision, pixels=pixels))

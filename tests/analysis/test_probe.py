@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 import ptxssl.pretrain.probe as probe_module
 from ptxssl.analysis.embed import load_embedder
-from ptxssl.analysis.probe import feature_fn, probe_encoders, table
+from ptxssl.analysis.probe import feature_fn, probe_encoders, table, thumbnail
 from ptxssl.cli import cli
 from ptxssl.encoders import build_encoder, parse_encoders, pooled, save_encoder
 from ptxssl.errors import UserError
@@ -75,6 +75,18 @@ def test_probe_command_writes_the_table_and_refuses_to_overwrite(nih_cache, enco
     assert "| file | precise |" in result.output and (tmp_path / "p" / "table.md").is_file()
     results = pd.read_csv(tmp_path / "p" / "results.csv")
     means = results[results.label == "mean"]
-    assert len(means) == 3 * 2 and means.auroc.between(0, 1).all()  # 3 rows x 2 probes
+    assert len(means) == 4 * 2 and means.auroc.between(0, 1).all()  # 3 encoder rows + pixels x 2 probes
+    assert "| pixels 8 x 8 | — |" in result.output
     again = CliRunner().invoke(cli, args)
     assert again.exit_code == 2 and "--overwrite" in again.output
+
+
+def test_the_pixels_row_probes_the_image_itself_average_pooled(nih_cache):
+    """thumbnail(G) is the block mean of each G x G cell; the pixels row is probed like any other
+    row, on the same images, and needs no network."""
+    x = torch.arange(2 * 16, dtype=torch.float32).reshape(2, 1, 4, 4)
+    assert torch.equal(thumbnail(2)(x)[0], torch.tensor([2.5, 4.5, 10.5, 12.5]))
+    rows, labels, _ = probe_encoders({"random": "random"}, nih_cache, max_images=32, pixels=4, bn="as-is")
+    assert [(r.name, r.spec) for r in rows] == [("random", "random"), ("pixels 4 x 4", "pixels")]
+    assert rows[1].scores["linear"].shape == rows[0].scores["linear"].shape == labels.shape
+    assert not np.allclose(rows[0].scores["linear"], rows[1].scores["linear"])
