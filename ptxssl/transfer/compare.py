@@ -99,7 +99,7 @@ def compare(base: TransferConfig, encoders: dict[str, str], fractions: list[floa
     grid = grid_rows(base, encoders)
     notes += [f"`{n}`: the same random weights frozen with their BatchNorm as they came (the identity) instead of "
               "re-estimated on the training images (--frozen-bn precise), to show what the BatchNorm state alone "
-              "does." for n in grid if n.endswith(AT_INIT) and n not in encoders]
+              "does." for n in grid if n not in encoders]
     cells = [(n, f, s, k) for n in grid for f in fractions for s, k in repeats]
     for i, (name, fraction, seed, fold) in enumerate(cells, 1):
         which = f"fold {fold}" if base.folds else f"seed {seed}"

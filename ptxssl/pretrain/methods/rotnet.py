@@ -38,7 +38,6 @@ ORIENTATIONS = (4, 8)
 class RotNetConfig(MethodConfig):
     orientations: int = opt(8, "Orientations to name: 4 (the paper's rotations by 0/90/180/270 degrees) or 8 (those "
                                "of the image and of its mirror: laterality too) (RotNet).")
-
     invert: bool = opt(False, "Also name whether the grey scale was inverted, doubling the classes: a MONOCHROME1 film "
                               "shown as MONOCHROME2 is the third QC error `ptxssl plant` makes (RotNet).")
 
