@@ -51,7 +51,8 @@ def load_embedder(encoder: str, in_channels: int = 1, arch: str | None = None) -
 def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: int = 64, workers: int = 0,
                 device: str = "auto", in_channels: int = 1, progress: bool = True,
                 arch: str | None = None, bn: str = DEFAULT_BN, bn_reference: str = "train",
-                with_grid: bool = False, precision: str = "auto", with_mirror: bool = False) -> Embeddings:
+                with_grid: bool = False, precision: str = "auto", with_mirror: bool = False,
+                seed: int = 0) -> Embeddings:
     """Embed every image of `cache` with `encoder` and write `out` (atomically); return it.
 
     Images are resized to the size the model was trained at when it has a decoder (whose
@@ -61,16 +62,19 @@ def embed_cache(encoder: str, cache: str | Path, out: str | Path, batch_size: in
     `with_grid` adds the 2 x 2 grid features (4 x the pooled size: opt-in at 100k images).
     `precision` (`--precision`): the forward passes' autocast; the statistics pass runs in float32.
     `with_mirror` adds the same features of each image's left-right mirror (`anomaly --method mirror`).
+    `seed` seeds a random init, so `random` is the same weights in every run (and the same as
+    `ptxssl probe --seed`'s); the file records it.
     """
     check_bn(bn)
     device = resolve_device(device)
     precision = inference_setup(device, precision)
+    torch.manual_seed(seed)
     model, meta = load_embedder(encoder, in_channels, arch)
     model.to(device)
     data = CacheDataset(cache)
     loader = DataLoader(data, batch_size=batch_size, num_workers=workers)
     size = meta["image_size"] or data.size
-    bn_meta = {"bn": bn, "precision": precision}
+    bn_meta = {"bn": bn, "precision": precision, "seed": seed}
     if bn == "precise":
         reference = CacheDataset(cache, split=bn_reference)
         reference = reference if len(reference) else data

@@ -48,9 +48,12 @@ def _features_option(fn):
 @click.option("--mirror", "with_mirror", is_flag=True,
               help="Also write the features of each image's left-right mirror (and of its grid with --grid): what "
                    "`anomaly --method mirror` compares each film with, to find flipped ones (2x the time).")
+@click.option("--seed", default=0, help="Seed of random-init weights: the same seed, the same random encoder (as "
+                                        "`ptxssl probe --seed`).")
 @click.option("--overwrite", is_flag=True, help="Replace --out if it exists.")
 def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int, workers: int, device: str,
-          precision: str, bn: str, bn_reference: str, with_grid: bool, with_mirror: bool, overwrite: bool) -> None:
+          precision: str, bn: str, bn_reference: str, with_grid: bool, with_mirror: bool, seed: int,
+          overwrite: bool) -> None:
     """Embed every image of a cache: pooled encoder features (512-d for resnet34), ids, splits, labels.
 
     The output is what cluster, anomaly and umap read.
@@ -62,10 +65,10 @@ def embed(encoder: str, data: Path, arch: str | None, out: Path, batch_size: int
         raise UserError(f"{out} already exists; pass --overwrite to replace it")
     echo_config("embed", {"encoder": encoder, "arch": arch or "auto", "data": data, "out": out,
                           "batch_size": batch_size, "workers": workers, "device": device,
-                          "precision": precision, "bn": bn, "bn_reference": bn_reference})
+                          "precision": precision, "bn": bn, "bn_reference": bn_reference, "seed": seed})
     emb = embed_cache(encoder, data, out, batch_size=batch_size, workers=workers, device=device, arch=arch,
                       bn=bn, bn_reference=bn_reference, with_grid=with_grid, precision=precision,
-                      with_mirror=with_mirror)
+                      with_mirror=with_mirror, seed=seed)
     click.echo(f"wrote {out}: {describe(emb)}")
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptxssl.analysis.embed import embed_cache
+from ptxssl.analysis.embed import embed_cache, load_embedder
 from ptxssl.analysis.store import read_embeddings
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.errors import UserError
@@ -115,3 +115,20 @@ def test_grid_features_are_written_on_request_and_read_by_the_analysis(tmp_path)
     embed_cache("random", cache, tmp_path / "p.h5", progress=False)
     with pytest.raises(UserError, match="embed --grid"):
         read_embeddings(tmp_path / "p.h5", features="grid")
+
+
+def test_a_random_encoder_is_the_same_weights_in_every_run_of_the_same_seed(nih_cache, tmp_path):
+    """`embed --encoder random` seeds its init (default 0): two runs in one process agree however
+    much random state was used between them, another seed gives another network, the file says
+    which; and the seed's network is the one `ptxssl probe --seed` reads."""
+    first = embed_cache("random", nih_cache, tmp_path / "a.h5", bn="as-is", progress=False)
+    torch.rand(1000)  # random state used in between
+    again = embed_cache("random", nih_cache, tmp_path / "b.h5", bn="as-is", progress=False)
+    other = embed_cache("random", nih_cache, tmp_path / "c.h5", bn="as-is", progress=False, seed=1)
+    assert np.array_equal(first.features, again.features) and not np.allclose(first.features, other.features)
+    assert (read_embeddings(tmp_path / "a.h5").attrs["seed"], other.attrs["seed"]) == (0, 1)
+    torch.manual_seed(0)  # what probe_encoders does before building a random init
+    model, _ = load_embedder("random")
+    with torch.no_grad():
+        x = CacheDataset(nih_cache)[0]["image"][None]
+        assert_features_close(model.eval().embed(x).numpy(), first.features[:1])
