@@ -2,7 +2,8 @@
 
 Makes a synthetic ChestX-ray14-format cache (with its QC anomalies: flipped, rotated and
 inverted films), pretrains an autoencoder briefly, embeds every image with it and with a
-random-init encoder, then for each encoder scores anomalies (GMM and kNN on the pooled
+random-init encoder (BatchNorm re-estimated on the train images like the AE's, and at init,
+labelled), then for each encoder scores anomalies (GMM and kNN on the pooled
 features, and the AE's reconstruction error) against the QC labels, and clusters (PCA + GMM,
 14 clusters like the original study) with NMI against the synthetic findings:
 
@@ -47,11 +48,14 @@ def main() -> None:
                                                "epochs": 10_000, "batch_size": 32, "probe": False, "workers": 2})
         pretrain(cfg, mcfg, overwrite=True, progress=False)
     anomaly_rows, cluster_rows = [], []
-    for name, encoder in (("random init", "random"), (f"ae ({args.steps} steps)", str(run))):
-        slug = name.split()[0]
+    # every encoder read with BatchNorm statistics of the train images (embed's default), and
+    # random init also with its BatchNorm at init (the identity), labelled, as `ptxssl probe` shows it
+    rows = (("random init", "random", "random", "precise"), ("random init, BN at init", "random-bn-at-init", "random",
+            "as-is"), (f"ae ({args.steps} steps)", "ae", str(run), "precise"))
+    for name, slug, encoder, bn in rows:
         emb = work / f"{slug}.h5"
         if not emb.is_file():
-            embed_cache(encoder, cache, emb, progress=False)
+            embed_cache(encoder, cache, emb, progress=False, bn=bn)
         methods = ("gmm", "knn", "recon") if slug == "ae" else ("gmm", "knn")
         for method in methods:
             m = run_anomaly(emb, work / "anomaly" / f"{slug}-{method}", method)["labels"]
