@@ -109,8 +109,9 @@ def main() -> None:
 
     pixels = read(thumbnail(args.grid))
     read(embed, bn="precise")  # the protocol's statistics, kept to set part by part
+    layers = set(batchnorms(model.encoder))
     data = {name: (m.running_mean.clone(), m.running_var.clone()) for name, m in model.encoder.named_modules()
-            if m in batchnorms(model.encoder)}
+            if m in layers}
     rows, diagnostics = [], {}
     for variant, keep in VARIANTS.items():
         set_buffers(model.encoder, data, keep)
@@ -131,6 +132,7 @@ def main() -> None:
           "that switch (on for 5-95 % of a batch's positions) |\n|---|---|---|")
     for variant, (r2, switching) in diagnostics.items():
         print(f"| {variant} | {r2:.3f} | {switching:.1%} |")
+
 
 if __name__ == "__main__":
     main()
