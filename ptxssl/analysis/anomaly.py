@@ -92,18 +92,30 @@ def _gmm_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, folds: int
     components are kept, >= 2 images per dimension per component (51 reference images and
     6 components: 3-d), since sklearn cannot fit covariances from fewer.
     """
-    rows = np.flatnonzero(ref)
-    per_fit = len(rows) * (folds - 1) // folds
+    per_fit = int(ref.sum()) * (folds - 1) // folds
     x = _space(emb, ref, cfg, max_dims=max(2, per_fit // (2 * cfg.components))).astype(np.float64)
-    fold = np.random.default_rng(cfg.seed).permutation(len(rows)) % folds
+
+    def fit(train: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+        model = GaussianMixture(cfg.components, covariance_type="full", reg_covar=REG_COVAR, random_state=cfg.seed)
+        model.fit(train)
+        return lambda z: -model.score_samples(z)
+    return _cross_fitted(x, ref, fit, cfg.seed, folds)  # (N,)
+
+
+def _cross_fitted(x: np.ndarray, ref: np.ndarray, fit: Callable[[np.ndarray], Callable[[np.ndarray], np.ndarray]],
+                  seed: int, folds: int) -> np.ndarray:
+    """(N,) scores of the rows of `x` by models `fit` on the reference cut into `folds` parts, each
+    fitted without one part: a reference row is scored by the model that did not see it, any
+    other row by the mean of all of them. `fit(train rows)` returns the scoring function."""
+    rows = np.flatnonzero(ref)
+    fold = np.random.default_rng(seed).permutation(len(rows)) % folds
     scores = np.zeros(len(x))
     for f in range(folds):
-        model = GaussianMixture(cfg.components, covariance_type="full", reg_covar=REG_COVAR, random_state=cfg.seed)
-        model.fit(x[rows[fold != f]])
-        scores[rows[fold == f]] = -model.score_samples(x[rows[fold == f]])
+        score = fit(x[rows[fold != f]])
+        scores[rows[fold == f]] = score(x[rows[fold == f]])
         if (~ref).any():
-            scores[~ref] -= model.score_samples(x[~ref]) / folds
-    return scores  # (N,)
+            scores[~ref] += score(x[~ref]) / folds
+    return scores
 
 
 def _mirror_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, folds: int = 5) -> np.ndarray:
@@ -113,19 +125,15 @@ def _mirror_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig, folds: 
         what = emb.attrs.get("features", "embeddings")
         raise UserError(f"{emb.attrs.get('path', 'the embeddings file')}: has no mirror-image {what} for "
                         f"--method mirror; embed with `ptxssl embed --mirror{' --grid' if what == 'grid' else ''}`")
-    n, rows = len(ref), np.flatnonzero(ref)
+    n = len(ref)
     x = _space(emb, ref, cfg, mirror=True).astype(np.float64)
     d = x[:n] - x[n:]  # (N, d): the image minus its mirror
-    fold = np.random.default_rng(cfg.seed).permutation(len(rows)) % folds
-    scores = np.zeros(n)
-    for f in range(folds):
-        train = d[rows[fold != f]]
+
+    def fit(train: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
         model = LogisticRegression(fit_intercept=False, max_iter=1000).fit(
             np.concatenate([train, -train]), np.repeat([0, 1], len(train)))  # 1: the flipped one
-        scores[rows[fold == f]] = model.decision_function(d[rows[fold == f]])
-        if (~ref).any():
-            scores[~ref] += model.decision_function(d[~ref]) / folds
-    return scores
+        return model.decision_function
+    return _cross_fitted(d, ref, fit, cfg.seed, folds)
 
 
 def _knn_scores(emb: Embeddings, ref: np.ndarray, cfg: AnomalyConfig) -> np.ndarray:
