@@ -37,7 +37,7 @@ from ptxssl.analysis.embed import load_embedder
 from ptxssl.analysis.probe import HELD_OUT, Row, feature_fn, on_shared_labels, table, thumbnail
 from ptxssl.datasets.torch_data import CacheDataset
 from ptxssl.encoders.protocol import batchnorms
-from ptxssl.pretrain.probe import PROBES, probe_features, probe_predictions
+from ptxssl.pretrain.probe import probe_features
 
 STEM = "bn1"  # the BN after the stem's 7 x 7 conv in torchvision / smp ResNets
 
@@ -116,13 +116,12 @@ def main() -> None:
     for variant, keep in VARIANTS.items():
         set_buffers(model.encoder, data, keep)
         switches = Switches(model.encoder)
-        tx, ty, vx, vy, names = read(embed)
+        got = read(embed)
         bn = {"BN at init": "as-is", "precise": "precise"}.get(variant, "partly precise")
-        rows.append(Row(variant, "random", bn, {k: probe_predictions(tx, ty, vx, vy, k) for k in PROBES}))
-        diagnostics[variant] = explained((pixels[0], pixels[2]), (tx, vx)), switches.share()
-    tx, ty, vx, vy, names = pixels
-    rows.append(Row(f"pixels {args.grid} x {args.grid}", "pixels", "—",
-                    {k: probe_predictions(tx, ty, vx, vy, k) for k in PROBES}))
+        rows.append(Row.fitted(variant, "random", bn, got))
+        diagnostics[variant] = explained((pixels[0], pixels[2]), (got[0], got[2])), switches.share()
+    rows.append(Row.fitted(f"pixels {args.grid} x {args.grid}", "pixels", "—", pixels))
+    tx, _, _, vy, names = pixels
     rows, labels, names = on_shared_labels(rows, vy, names, args.data)
     text, _ = table(rows, labels, names, "precise")
     print(f"random ResNet-34 (seed {args.seed}) on {args.data}: {len(tx)} train images (BN statistics and probe "

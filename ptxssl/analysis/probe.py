@@ -50,6 +50,13 @@ class Row:
     bn: str
     scores: dict[str, np.ndarray]
 
+    @classmethod
+    def fitted(cls, name: str, spec: str, bn: str, features: tuple) -> "Row":
+        """The row of every probe kind fitted on `probe_features`' (train x, train y, held-out x,
+        held-out y, ...): scores {kind: {label column: (held-out images,)}}."""
+        tx, ty, vx, vy = features[:4]
+        return cls(name, spec, bn, {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES})
+
 
 def thumbnail(side: int) -> Callable[[torch.Tensor], torch.Tensor]:
     """Cache images (N, P, S, S) -> (N, P * side * side): the image itself, average-pooled to
@@ -117,16 +124,12 @@ def probe_encoders(encoders: dict[str, str], cache: str | Path, features: str = 
             if got is None:
                 raise UserError(f"{cache}: the probe needs image labels and val / test images; prepare a "
                                 "labelled cache (chestxray14, chexpert, siim, or folder with --labels-csv)")
-            tx, ty, vx, vy, names = got
-            scores = {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}
-            shared = shared or (vy, names)
+            shared = shared or (got[3], got[4])  # held-out labels and label names
             label = name if protocol == bn or spec != "random" else f"{name}, BN at init"
-            rows.append(Row(label, spec, protocol, scores))
+            rows.append(Row.fitted(label, spec, protocol, got))
     if pixels:
-        tx, ty, vx, vy, _ = probe_features(thumbnail(pixels), str(cache), max_images, batch_size, "cpu", HELD_OUT,
-                                           bn="as-is")
-        rows.append(Row(f"pixels {pixels} x {pixels}", "pixels", "—",
-                        {kind: probe_predictions(tx, ty, vx, vy, kind) for kind in PROBES}))
+        rows.append(Row.fitted(f"pixels {pixels} x {pixels}", "pixels", "—", probe_features(
+            thumbnail(pixels), str(cache), max_images, batch_size, "cpu", HELD_OUT, bn="as-is")))
     return on_shared_labels(rows, *shared, cache)
 
 

@@ -222,5 +222,5 @@ def read_embeddings(path: str | Path, features: str = "embeddings", rows: np.nda
             labels=get("labels"),
             label_names=[str(x) for x in h5["labels"].attrs.get("names", [])] if "labels" in h5 else [],
             anomaly=get("anomaly"), latent=get("latent"), recon_error=get("recon_error"), grid=get("grid"),
-            mirror=get(MIRRORS[features]) if MIRRORS.get(features) else None, grid_mirror=get("grid_mirror"),
+            mirror=get(MIRRORS[features]) if features in MIRRORS else None, grid_mirror=get("grid_mirror"),
             attrs={**attrs, "path": str(path), "features": features})
